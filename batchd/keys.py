@@ -1,0 +1,154 @@
+"""Every Redis key batchd writes, in one place.
+
+Per-account keys share the hash tag `{<prefix>:<account>}` so that one lane's keys (and one
+account's) live in one hash slot; only reply queues and the global indexes are elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_token() -> str:
+    """A 26-character, time-ordered, random id (ULID layout): a valid custom_id as it stands."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def request_id(account: str, token: str) -> str:
+    """The public id of a request: its account and token."""
+    return f"{account}.{token}"
+
+
+def split_request_id(rid: str) -> tuple[str, str]:
+    """(account, token) of a request id; ValueError when it is not one of ours."""
+    account, sep, token = rid.partition(".")
+    if not sep or not account or len(token) != 26 or any(c not in _CROCKFORD for c in token):
+        raise ValueError(f"not a batchd request id: {rid!r}")
+    return account, token
+
+
+def webhook_id(token: str) -> str:
+    """The Standard Webhooks `webhook-id` of a request's result: stable across retries."""
+    return f"msg_{token}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix. Methods taking `account` return keys in its hash slot."""
+
+    prefix: str = "batchd"
+
+    def tag(self, account: str) -> str:
+        return f"{self.prefix}:{{{account}}}"
+
+    # -- requests ---------------------------------------------------------------------------
+    def request(self, account: str, token: str) -> str:
+        """Hash: the request record (params, state, result envelope once terminal)."""
+        return f"{self.tag(account)}:r:{token}"
+
+    def request_prefix(self, account: str) -> str:
+        return f"{self.tag(account)}:r:"
+
+    def done(self, account: str, token: str) -> str:
+        """List: holds one element once the request is terminal; `wait` blocks on it."""
+        return f"{self.tag(account)}:done:{token}"
+
+    def idempotency(self, account: str, key_digest: str) -> str:
+        """String: request id stored under a producer's idempotency key (its digest)."""
+        return f"{self.tag(account)}:k:{key_digest}"
+
+    def dead(self, account: str) -> str:
+        """Sorted set: request ids that ended `dead`, scored by time."""
+        return f"{self.tag(account)}:dead"
+
+    # -- lanes ------------------------------------------------------------------------------
+    def pending(self, account: str, priority: int) -> str:
+        """List: entries `<token> <framed size>` waiting for a batch, oldest at the head."""
+        return f"{self.tag(account)}:q:{priority}"
+
+    def lane_stats(self, account: str, priority: int) -> str:
+        """Hash: `count`, `bytes` of the pending list; `first` ms of the oldest entry."""
+        return f"{self.tag(account)}:qs:{priority}"
+
+    def lanes(self, account: str) -> str:
+        """Set: priorities of this account that have (or had) pending requests."""
+        return f"{self.tag(account)}:lanes"
+
+    def lane_lock(self, account: str, priority: int) -> str:
+        return f"{self.tag(account)}:qlock:{priority}"
+
+    def paused(self, account: str) -> str:
+        """String: why the account is paused (its API key was refused); absent when not."""
+        return f"{self.tag(account)}:paused"
+
+    # -- assemblies (a batch in the making, then in flight) ---------------------------------
+    def assembly(self, account: str, asm: str) -> str:
+        """Hash: the assembly's state, lane, counts, intent and batch id."""
+        return f"{self.tag(account)}:a:{asm}"
+
+    def assembly_entries(self, account: str, asm: str) -> str:
+        """List: the pending entries claimed into this assembly, in body order."""
+        return f"{self.tag(account)}:a:{asm}:e"
+
+    def assembly_lease(self, account: str, asm: str) -> str:
+        """String with TTL: who is working on this assembly's current stage."""
+        return f"{self.tag(account)}:a:{asm}:lease"
+
+    def assemblies(self, account: str) -> str:
+        """Sorted set: live assemblies by due time (ms) of their next stage."""
+        return f"{self.tag(account)}:as"
+
+    def known_batches(self, account: str) -> str:
+        """Set: batch ids batchd created or adopted for this account."""
+        return f"{self.tag(account)}:kb"
+
+    def create_lock(self, account: str) -> str:
+        """String with TTL: the fencing token of whoever may create a batch now."""
+        return f"{self.tag(account)}:createlock"
+
+    def fence(self, account: str) -> str:
+        """Counter: source of fencing tokens for create_lock."""
+        return f"{self.tag(account)}:fence"
+
+    # -- webhook outbox ---------------------------------------------------------------------
+    def delivery(self, account: str, token: str) -> str:
+        """Hash: one webhook delivery (url, body, attempts, next time, last status, state)."""
+        return f"{self.tag(account)}:wh:{token}"
+
+    def deliveries_due(self, account: str) -> str:
+        """Sorted set: request tokens whose delivery is due, scored by due time (ms)."""
+        return f"{self.tag(account)}:whdue"
+
+    def deliveries_dead(self, account: str) -> str:
+        """Sorted set: request tokens whose delivery failed for good, scored by time."""
+        return f"{self.tag(account)}:whdead"
+
+    # -- global -----------------------------------------------------------------------------
+    def reply_queue(self, name: str) -> str:
+        """List: result envelopes for producers reading `reply_to=name`."""
+        return f"{self.prefix}:reply:{{{name}}}"
+
+    def reply_inflight(self, name: str, consumer: str) -> str:
+        """List: envelopes a consumer has read but not acknowledged yet."""
+        return f"{self.prefix}:reply:{{{name}}}:inflight:{consumer}"
+
+    def counters(self) -> str:
+        """Hash: monotonic counters (submitted, per terminal status, batches, retries)."""
+        return f"{self.prefix}:counters"
+
+    def batch_index(self) -> str:
+        """Hash: batch id -> `<account> <assembly id>`, for operators' look-ups."""
+        return f"{self.prefix}:batches"
+
+    def processes(self) -> str:
+        """Sorted set: `batchd run` processes by last heartbeat (ms)."""
+        return f"{self.prefix}:procs"

@@ -1,0 +1,318 @@
+"""batchd's configuration: one `Settings` model, loaded from CLI flags > environment > TOML > defaults.
+
+Environment variables are `BATCHD_<FIELD>`, nested with `__` (`BATCHD_BATCH__MAX_WAIT=30`). The
+TOML file comes from `--config PATH` or `BATCHD_CONFIG`. Secrets are `SecretStr` and may be read
+from a file (`api_key_file`, `secret_file`) for Kubernetes secrets and systemd credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from batchd.errors import ConfigError
+
+#: Hard limits of the Message Batches API; settings may only go lower.
+API_MAX_REQUESTS = 100_000
+API_MAX_BYTES = 256_000_000
+
+ACCOUNT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,32}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _read_secret_file(path: Path | None, what: str) -> SecretStr | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} from {path}: {exc.strerror}") from exc
+    if not text:
+        raise ValueError(f"{what} file {path} is empty")
+    return SecretStr(text)
+
+
+class AccountSettings(_Section):
+    """One Anthropic account (workspace): its API key and, optionally, its own base URL."""
+
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    base_url: str | None = None
+
+    @model_validator(mode="after")
+    def _load_key_file(self) -> AccountSettings:
+        if self.api_key is None and self.api_key_file is not None:
+            self.api_key = _read_secret_file(self.api_key_file, "api_key")
+        return self
+
+
+class ApiSettings(_Section):
+    """How batchd talks to the Message Batches API."""
+
+    base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(600.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    backoff_initial: float = Field(0.5, gt=0)
+    backoff_max: float = Field(8.0, gt=0)
+    retry_after_max: float = Field(60.0, gt=0)
+
+
+class BatchSettings(_Section):
+    """When a lane is cut into a batch."""
+
+    max_requests: int = Field(API_MAX_REQUESTS, ge=1, le=API_MAX_REQUESTS)
+    max_bytes: int = Field(API_MAX_BYTES, ge=1024, le=API_MAX_BYTES)
+    max_wait: float = Field(60.0, gt=0, description="seconds the oldest pending request may wait")
+    claim_chunk: int = Field(5_000, ge=1, le=100_000)
+
+
+class PollSettings(_Section):
+    """How often a batch in flight is polled."""
+
+    min_interval: float = Field(5.0, gt=0)
+    max_interval: float = Field(60.0, gt=0)
+    factor: float = Field(1.5, ge=1.0)
+    jitter: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PollSettings:
+        if self.max_interval < self.min_interval:
+            raise ValueError("poll.max_interval must be >= poll.min_interval")
+        return self
+
+
+class RetrySettings(_Section):
+    """Which errored results go round again, and how many times."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    retry_error_types: list[str] = ["api_error", "overloaded_error", "rate_limit_error"]
+    retry_expired: bool = True
+    retry_canceled: bool = True
+
+
+class SubmitSettings(_Section):
+    """What producers may submit."""
+
+    max_metadata_bytes: int = Field(4096, ge=0)
+    max_key_length: int = Field(256, ge=1)
+    max_reply_to_length: int = Field(200, ge=1)
+    max_callback_url_length: int = Field(2048, ge=10)
+    priorities: int = Field(10, ge=1, le=100, description="priorities are 0 .. priorities-1")
+
+
+class RunSettings(_Section):
+    """The daemon process."""
+
+    roles: list[Literal["aggregator", "worker", "webhooks", "sweeper"]] = [
+        "aggregator",
+        "worker",
+        "webhooks",
+        "sweeper",
+    ]
+    workers: int = Field(2, ge=0, le=64)
+    grace: float = Field(30.0, ge=0)
+    tick: float = Field(0.5, gt=0, description="aggregator and sweeper loop period, seconds")
+    lease: float = Field(30.0, gt=1, description="seconds a stage job's lease lasts unrenewed")
+    stale_after: float = Field(60.0, gt=0, description="a queued stage job is re-sent after this")
+    intent_skew: float = Field(300.0, ge=0, description="clock skew allowed when adopting batches")
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class WebhookEndpoint(_Section):
+    """Per-endpoint webhook settings, matched by URL prefix."""
+
+    url_prefix: str
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    previous_secret: SecretStr | None = None
+    previous_until: float | None = None
+
+    @model_validator(mode="after")
+    def _load_secret_file(self) -> WebhookEndpoint:
+        if self.secret is None and self.secret_file is not None:
+            self.secret = _read_secret_file(self.secret_file, "webhook secret")
+        return self
+
+
+class WebhookSettings(_Section):
+    """Signed result callbacks."""
+
+    enabled: bool = True
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    previous_secret: SecretStr | None = None
+    previous_until: float | None = Field(
+        None, description="unix time until which the previous secret also signs"
+    )
+    endpoints: list[WebhookEndpoint] = []
+    schedule: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+    jitter: float = Field(0.1, ge=0, le=1)
+    timeout: float = Field(10.0, gt=0, description="whole-attempt deadline, seconds")
+    concurrency: int = Field(256, ge=1)
+    per_host: int = Field(32, ge=1)
+    allow_hosts: list[str] = []
+    allow_networks: list[str] = []
+    max_response_bytes: int = Field(65536, ge=0)
+
+    @model_validator(mode="after")
+    def _load_secret_file(self) -> WebhookSettings:
+        if self.secret is None and self.secret_file is not None:
+            self.secret = _read_secret_file(self.secret_file, "webhook secret")
+        return self
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_nonempty(cls, value: list[float]) -> list[float]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("schedule needs at least one delay, none negative")
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything batchd can be told. See config.example.toml for each field's meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    redis_url: str | None = Field(
+        None, description="redis://, rediss:// or unix://; unset starts an embedded Redis"
+    )
+    data_dir: Path = Path("batchd-data")
+    prefix: str = Field("batchd", pattern=r"^[a-zA-Z0-9_.-]{1,32}$")
+    retention: float = Field(7 * 86400.0, gt=0, description="seconds results are kept")
+    accounts: dict[str, AccountSettings] = {"default": AccountSettings()}
+    default_account: str = "default"
+    api: ApiSettings = ApiSettings()
+    batch: BatchSettings = BatchSettings()
+    poll: PollSettings = PollSettings()
+    retry: RetrySettings = RetrySettings()
+    submit: SubmitSettings = SubmitSettings()
+    run: RunSettings = RunSettings()
+    log: LogSettings = LogSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_names(cls, value: dict[str, AccountSettings]) -> dict[str, AccountSettings]:
+        if not value:
+            raise ValueError("at least one account is needed")
+        for name in value:
+            if not ACCOUNT_NAME.match(name):
+                raise ValueError(f"account name {name!r} must match {ACCOUNT_NAME.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_account_exists(self) -> Settings:
+        if self.default_account not in self.accounts:
+            raise ValueError(f"default_account {self.default_account!r} is not in accounts")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _CONFIG_PATH.get("path")
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @classmethod
+    def load(
+        cls, config: str | os.PathLike[str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Load settings: `overrides` (CLI flags) > environment > TOML `config` > defaults.
+
+        Raises ConfigError naming every invalid field.
+        """
+        path = config if config is not None else os.environ.get("BATCHD_CONFIG")
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"config file {path} not found", [f"config: {path} not found"])
+        _CONFIG_PATH["path"] = Path(path) if path is not None else None
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            problems = [_describe(err) for err in exc.errors()]
+            raise ConfigError(
+                "invalid configuration:\n  " + "\n  ".join(problems), problems
+            ) from None
+        except ValueError as exc:  # TOML syntax errors and the like
+            raise ConfigError(f"invalid configuration: {exc}", [str(exc)]) from None
+        finally:
+            _CONFIG_PATH["path"] = None
+
+    def account(self, name: str | None = None) -> AccountSettings:
+        return self.accounts[name or self.default_account]
+
+    def api_key(self, account: str) -> str | None:
+        key = self.accounts[account].api_key
+        return key.get_secret_value() if key is not None else None
+
+    def base_url(self, account: str) -> str:
+        return self.accounts[account].base_url or self.api.base_url
+
+    def secrets(self) -> list[str]:
+        """Every secret value configured, for the log redactor and the leak tests."""
+        found: list[str] = []
+        for acct in self.accounts.values():
+            if acct.api_key is not None:
+                found.append(acct.api_key.get_secret_value())
+        wh = self.webhooks
+        for s in (wh.secret, wh.previous_secret):
+            if s is not None:
+                found.append(s.get_secret_value())
+        for ep in wh.endpoints:
+            for s in (ep.secret, ep.previous_secret):
+                if s is not None:
+                    found.append(s.get_secret_value())
+        return [s for s in found if s]
+
+
+# The TOML path is handed to settings_customise_sources through this slot; `load` sets and clears
+# it around the model's construction.
+_CONFIG_PATH: dict[str, Path | None] = {"path": None}
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "(settings)"
+    msg = str(err.get("msg", "invalid"))
+    value = err.get("input")
+    if isinstance(value, str | int | float | bool) and "secret" not in loc and "key" not in loc:
+        return f"{loc}: {msg} (got {value!r})"
+    return f"{loc}: {msg}"
