@@ -9,6 +9,7 @@ BatchdError
 ├── CancelError                  the request can no longer be withdrawn
 ├── WaitTimeoutError             `wait` ended before the request reached a terminal state
 ├── StoreError                   batchd's own Redis data is missing or corrupted
+├── BodyLengthError              a streamed batch body did not match its declared length
 └── APIError                     anything the Message Batches API (or the way to it) did wrong
     ├── APIConnectionError       no HTTP answer: refused, reset, DNS
     │   └── APITimeoutError      the answer did not come in time
@@ -77,6 +78,15 @@ class WaitTimeoutError(BatchdError):
 
 class StoreError(BatchdError):
     """batchd's own data in Redis is missing, foreign or corrupted."""
+
+
+class BodyLengthError(BatchdError):
+    """A batch body streamed to the API yielded more or fewer bytes than its Content-Length."""
+
+    def __init__(self, message: str, *, expected: int, sent: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.sent = sent
 
 
 class APIError(BatchdError):
