@@ -1,0 +1,23 @@
+"""The Anthropic Message Batches API client batchd's stages call: create, poll, list, cancel,
+delete, and a results stream that survives broken connections.
+"""
+
+from __future__ import annotations
+
+from batchd.api.client import BatchesClient
+from batchd.api.jsonl import LineDecoder, iter_lines, parse_result_line
+from batchd.api.models import BatchPage, MessageBatch, RequestCounts, ResultLine
+from batchd.api.retry import RetryPolicy, parse_retry_after
+
+__all__ = [
+    "BatchPage",
+    "BatchesClient",
+    "LineDecoder",
+    "MessageBatch",
+    "RequestCounts",
+    "ResultLine",
+    "RetryPolicy",
+    "iter_lines",
+    "parse_result_line",
+    "parse_retry_after",
+]

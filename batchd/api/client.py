@@ -1,0 +1,510 @@
+"""BatchesClient: the six Message Batches API operations over one keep-alive httpx.Client.
+
+Every call goes through `_send` (auth headers, retries, error translation, metrics hook).
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+import pydantic
+
+from batchd.api.jsonl import LineDecoder, parse_result_line, result_from_object
+from batchd.api.models import BatchPage, DeletedBatch, MessageBatch, ResultLine
+from batchd.api.retry import RetryPolicy
+from batchd.api.translate import excerpt, redact, status_error, transport_error
+from batchd.errors import (
+    APIError,
+    APIResponseError,
+    BodyLengthError,
+    ConfigError,
+    ResultsStreamError,
+)
+from batchd.logs import get_logger
+from batchd.settings import Settings
+
+BATCHES_PATH = "/v1/messages/batches"
+
+#: Content types the results endpoint is known to use; an HTML or JSON page is not results.
+RESULTS_CONTENT_TYPES = frozenset(
+    {
+        "",
+        "application/x-jsonl",
+        "application/jsonl",
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/binary",
+        "application/octet-stream",
+    }
+)
+
+#: How much of an error body is read: enough for any API error, bounded against a huge page.
+ERROR_BODY_LIMIT = 64 * 1024
+
+OnCall = Callable[[str, int | None, float], None]
+Body = Iterable[bytes] | Callable[[], Iterable[bytes]]
+_Model = TypeVar("_Model", bound=pydantic.BaseModel)
+
+
+def _user_agent() -> str:
+    try:
+        return f"batchd/{metadata.version('batchd')}"
+    except metadata.PackageNotFoundError:
+        return "batchd"
+
+
+class BatchesClient:
+    """A synchronous client for the Message Batches API; one per account, closed when done."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = "https://api.anthropic.com",
+        anthropic_version: str = "2023-06-01",
+        connect_timeout: float = 10.0,
+        read_timeout: float = 600.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        on_call: OnCall | None = None,
+    ) -> None:
+        if not api_key:
+            raise ConfigError("BatchesClient needs an API key", ["api_key: missing"])
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._on_call = on_call
+        # Kept only to scrub it from error excerpts a proxy might echo it into.
+        self._secrets = (api_key,)
+        self._sleep: Callable[[float], None] = time.sleep
+        self._log = get_logger("batchd.api", base_url=self.base_url)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "x-api-key": api_key,
+                "anthropic-version": anthropic_version,
+                "content-type": "application/json",
+                "user-agent": _user_agent(),
+            },
+            # A 256 MB upload writes for a long time: writes get the read budget, not connect's.
+            timeout=httpx.Timeout(
+                connect=connect_timeout,
+                read=read_timeout,
+                write=read_timeout,
+                pool=connect_timeout,
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, account: str, **kw: Any) -> BatchesClient:
+        """A client for one configured account; `kw` overrides any constructor argument."""
+        if account not in settings.accounts:
+            raise ConfigError(f"unknown account {account!r}", [f"accounts.{account}: missing"])
+        api_key = settings.api_key(account)
+        if not api_key:
+            raise ConfigError(
+                f"account {account!r} has no API key", [f"accounts.{account}.api_key: missing"]
+            )
+        api = settings.api
+        options: dict[str, Any] = {
+            "base_url": settings.base_url(account),
+            "anthropic_version": api.anthropic_version,
+            "connect_timeout": api.connect_timeout,
+            "read_timeout": api.read_timeout,
+            "retry": RetryPolicy.from_settings(api),
+        }
+        options.update(kw)
+        return cls(api_key, **options)
+
+    def __repr__(self) -> str:
+        return f"BatchesClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BatchesClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the six operations ---------------------------------------------------------------
+
+    def create(self, body: Body, content_length: int, *, retries: bool = True) -> MessageBatch:
+        """POST a batch whose JSON body is streamed from `body`, exactly `content_length` bytes.
+
+        `body` is an iterable of bytes chunks, or a factory returning a fresh one. The chunks are
+        sent as they come, never joined. Retries happen only when `retries` is true and the body
+        can be produced again (a factory, or a list/tuple/bytes); otherwise one attempt is made
+        and any failure is raised. An exception raised by the body iterator aborts the upload
+        (the connection is dropped before the body is complete) and propagates unchanged; a
+        body of the wrong total size raises BodyLengthError the same way.
+        """
+        if content_length < 0:
+            raise ValueError("content_length must be >= 0")
+        factory, repeatable = _body_factory(body)
+
+        def checked() -> Iterator[bytes]:
+            return _length_checked(factory(), content_length)
+
+        response = self._send(
+            "create",
+            "POST",
+            BATCHES_PATH,
+            body=checked,
+            content_length=content_length,
+            max_retries=self.retry.max_retries if retries and repeatable else 0,
+        )
+        batch = self._parse(response, MessageBatch, "create")
+        self._log.info(
+            "batch created",
+            batch_id=batch.id,
+            requests=batch.total,
+            bytes=content_length,
+            request_id=response.headers.get("request-id"),
+        )
+        return batch
+
+    def retrieve(self, batch_id: str) -> MessageBatch:
+        """The batch's current state (the polling call)."""
+        response = self._send("retrieve", "GET", _batch_path(batch_id))
+        return self._parse(response, MessageBatch, "retrieve")
+
+    def list(
+        self, *, before_id: str | None = None, after_id: str | None = None, limit: int = 20
+    ) -> BatchPage:
+        """One page of the account's batches, newest first."""
+        params: dict[str, str | int] = {"limit": limit}
+        if before_id is not None:
+            params["before_id"] = before_id
+        if after_id is not None:
+            params["after_id"] = after_id
+        response = self._send("list", "GET", BATCHES_PATH, params=params)
+        return self._parse(response, BatchPage, "list")
+
+    def iter_batches(
+        self,
+        *,
+        limit: int = 100,
+        after_id: str | None = None,
+        before_id: str | None = None,
+    ) -> Iterator[MessageBatch]:
+        """Every batch, page after page, newest first (from `after_id` on, if given).
+
+        Given only `before_id`, pages walk towards newer batches (each page still newest first).
+        """
+        backwards = before_id is not None and after_id is None
+        while True:
+            page = self.list(before_id=before_id, after_id=after_id, limit=limit)
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            cursor = page.first_id if backwards else page.last_id
+            if cursor is None:
+                raise APIResponseError("list page says has_more but gives no cursor id")
+            if backwards:
+                before_id = cursor
+            else:
+                after_id = cursor
+
+    def cancel(self, batch_id: str) -> MessageBatch:
+        """Ask the API to cancel a batch; it answers with the batch, usually `canceling`."""
+        response = self._send("cancel", "POST", _batch_path(batch_id) + "/cancel")
+        return self._parse(response, MessageBatch, "cancel")
+
+    def delete(self, batch_id: str) -> str:
+        """Delete an ended batch; returns the deleted batch's id."""
+        response = self._send("delete", "DELETE", _batch_path(batch_id))
+        return self._parse(response, DeletedBatch, "delete").id
+
+    def results(self, batch_id: str, *, resume: bool = True, skip: int = 0) -> Iterator[ResultLine]:
+        """Stream a batch's results, one ResultLine per JSONL line, as they arrive.
+
+        `skip` drops the first `skip` lines (a caller resuming by count). With `resume`, a stream
+        that breaks is requested again and lines whose custom_id was already delivered are
+        skipped, so each line is seen once; after `max_retries` breaks without progress,
+        ResultsStreamError says how many lines were delivered. The HTTP response is closed
+        however the iteration ends, including when the caller stops early.
+        """
+        if skip < 0:
+            raise ValueError("skip must be >= 0")
+        path = _batch_path(batch_id) + "/results"
+        delivered = 0
+        to_skip = skip
+        # custom_ids already handed over (or skipped): the dedupe key when a stream is re-read.
+        seen: set[str] | None = set() if resume else None
+        breaks = 0
+        while True:
+            try:
+                response = self._send("results", "GET", path, stream=True)
+            except APIError as exc:
+                if delivered == 0 and breaks == 0:
+                    raise
+                raise ResultsStreamError(
+                    f"results of {batch_id}: could not resume after {delivered} lines: {exc}",
+                    delivered=delivered,
+                    status=exc.status,
+                    error_type=exc.error_type,
+                    request_id=exc.request_id,
+                    retry_after=exc.retry_after,
+                ) from exc
+            progressed = False
+            failure: BaseException | None = None
+            reason = ""
+            try:
+                self._check_results_type(response, batch_id)
+                decoder = LineDecoder()
+                try:
+                    for chunk in response.iter_bytes():
+                        for lineno, line in decoder.feed(chunk):
+                            item = parse_result_line(line, lineno)
+                            if to_skip:
+                                to_skip -= 1
+                                if seen is not None:
+                                    seen.add(item.custom_id)
+                                continue
+                            if seen is not None:
+                                if item.custom_id in seen:
+                                    continue
+                                seen.add(item.custom_id)
+                            delivered += 1
+                            progressed = True
+                            yield item
+                except httpx.HTTPError as exc:
+                    failure = exc
+                    reason = f"{type(exc).__name__}: {redact(str(exc), self._secrets)}"
+                else:
+                    last = decoder.flush()
+                    if last is not None:
+                        lineno, line = last
+                        try:
+                            obj = orjson.loads(line)
+                        except orjson.JSONDecodeError as exc:
+                            failure = exc
+                            reason = f"line {lineno} cut off at end of stream ({len(line)} bytes)"
+                        else:
+                            item = result_from_object(obj, line, lineno)
+                            if to_skip:
+                                to_skip -= 1
+                            elif seen is None or item.custom_id not in seen:
+                                delivered += 1
+                                yield item
+                    if failure is None:
+                        return
+            finally:
+                response.close()
+            if progressed:
+                breaks = 0
+            if not resume or breaks >= self.retry.max_retries:
+                raise ResultsStreamError(
+                    f"results of {batch_id} broke after {delivered} lines ({reason})",
+                    delivered=delivered,
+                    request_id=response.headers.get("request-id"),
+                ) from failure
+            wait = self.retry.delay(breaks)
+            breaks += 1
+            self._log.warning(
+                "results stream broke, resuming",
+                batch_id=batch_id,
+                delivered=delivered,
+                attempt=breaks,
+                wait=round(wait, 3),
+                reason=reason,
+            )
+            self._sleep(wait)
+
+    # -- the one request path -------------------------------------------------------------
+
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        body: Callable[[], Iterator[bytes]] | None = None,
+        content_length: int | None = None,
+        max_retries: int | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send one API call with retries; return a 2xx response (still open when `stream`).
+
+        Error statuses become APIStatusError subclasses, httpx failures APIConnectionError or
+        APITimeoutError. Anything raised by the request body iterator propagates unchanged.
+        """
+        limit = self.retry.max_retries if max_retries is None else max_retries
+        attempt = 0
+        while True:
+            headers: dict[str, str] = {}
+            content: Iterator[bytes] | None = None
+            if body is not None:
+                content = body()
+                # An explicit length keeps httpx from chunking and lets the API refuse early.
+                headers["content-length"] = str(content_length)
+            request = self._http.build_request(
+                method, path, params=params, content=content, headers=headers
+            )
+            started = time.monotonic()
+            try:
+                response = self._http.send(request, stream=True)
+                if response.is_success and not stream:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
+            except httpx.HTTPError as exc:
+                self._record(operation, None, started)
+                error = transport_error(exc, operation, self._secrets)
+                if attempt >= limit or not self.retry.is_retryable(None):
+                    raise error from exc
+                self._before_retry(operation, attempt, None, error, self.retry.delay(attempt))
+                attempt += 1
+                continue
+            self._record(operation, response.status_code, started)
+            if response.is_success:
+                return response
+            try:
+                data = _read_limited(response, ERROR_BODY_LIMIT)
+            finally:
+                response.close()
+            status_exc = status_error(
+                response.status_code, response.headers, data, secrets=self._secrets
+            )
+            if attempt >= limit or not self.retry.is_retryable(
+                response.status_code, response.headers
+            ):
+                raise status_exc
+            wait = self.retry.delay(attempt, status_exc.retry_after)
+            self._before_retry(operation, attempt, response.status_code, status_exc, wait)
+            attempt += 1
+
+    def _before_retry(
+        self, operation: str, attempt: int, status: int | None, error: APIError, wait: float
+    ) -> None:
+        self._log.warning(
+            "api call failed, retrying",
+            operation=operation,
+            status=status,
+            error=type(error).__name__,
+            request_id=error.request_id,
+            attempt=attempt + 1,
+            wait=round(wait, 3),
+        )
+        self._sleep(wait)
+
+    def _record(self, operation: str, status: int | None, started: float) -> None:
+        if self._on_call is None:
+            return
+        try:
+            self._on_call(operation, status, time.monotonic() - started)
+        except Exception:  # a broken metrics hook must not fail an API call
+            self._log.exception("on_call hook failed", operation=operation)
+
+    def _parse(self, response: httpx.Response, model: type[_Model], operation: str) -> _Model:
+        request_id = response.headers.get("request-id")
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise APIResponseError(
+                f"{operation}: answer is not JSON: {excerpt(response.content, self._secrets)!r}",
+                status=response.status_code,
+                request_id=request_id,
+            ) from exc
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                for err in exc.errors()[:3]
+            )
+            raise APIResponseError(
+                f"{operation}: answer is not a {model.__name__}: {problems}",
+                status=response.status_code,
+                request_id=request_id,
+                body=data,
+            ) from exc
+
+    def _check_results_type(self, response: httpx.Response, batch_id: str) -> None:
+        content_type = response.headers.get("content-type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media in RESULTS_CONTENT_TYPES:
+            return
+        data = _read_limited(response, ERROR_BODY_LIMIT)
+        raise APIResponseError(
+            f"results of {batch_id} came as {media!r}, not JSONL: {excerpt(data, self._secrets)!r}",
+            status=response.status_code,
+            request_id=response.headers.get("request-id"),
+        )
+
+
+def _batch_path(batch_id: str) -> str:
+    if not batch_id:
+        raise ValueError("batch_id must not be empty")
+    return f"{BATCHES_PATH}/{quote(batch_id, safe='')}"
+
+
+def _body_factory(body: Body) -> tuple[Callable[[], Iterable[bytes]], bool]:
+    """A factory for the body's chunks, and whether calling it twice gives the body twice."""
+    if isinstance(body, bytes | bytearray):
+        whole = bytes(body)
+        return (lambda: (whole,)), True
+    if isinstance(body, builtins.list | tuple):
+        chunks = body
+        return (lambda: chunks), True
+    if callable(body):
+        return body, True
+    once = body
+    return (lambda: once), False
+
+
+def _length_checked(chunks: Iterable[bytes], expected: int) -> Iterator[bytes]:
+    """Pass chunks through, raising BodyLengthError before the total can differ from `expected`.
+
+    Raising from inside the request body makes httpcore drop the connection mid-body, so the API
+    never sees a complete (wrong) request.
+    """
+    sent = 0
+    for chunk in chunks:
+        if not isinstance(chunk, bytes):
+            if not isinstance(chunk, bytearray | memoryview):
+                raise TypeError(f"batch body chunks must be bytes, not {type(chunk).__name__}")
+            chunk = bytes(chunk)
+        if not chunk:
+            continue
+        sent += len(chunk)
+        if sent > expected:
+            raise BodyLengthError(
+                f"batch body is longer than its Content-Length {expected}",
+                expected=expected,
+                sent=sent,
+            )
+        yield chunk
+    if sent != expected:
+        raise BodyLengthError(
+            f"batch body ended at {sent} bytes, short of its Content-Length {expected}",
+            expected=expected,
+            sent=sent,
+        )
+
+
+def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of a streamed body; a body that breaks off gives what came."""
+    pieces: builtins.list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            pieces.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except httpx.HTTPError:
+        pass
+    return b"".join(pieces)[:limit]
