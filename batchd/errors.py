@@ -9,6 +9,8 @@ BatchdError
 ├── CancelError                  the request can no longer be withdrawn
 ├── WaitTimeoutError             `wait` ended before the request reached a terminal state
 ├── StoreError                   batchd's own Redis data is missing or corrupted
+├── WebhookVerificationError     a received webhook's signature, timestamp or body is wrong
+├── BlockedAddressError          a callback URL led to an address webhooks may not reach
 ├── BodyLengthError              a streamed batch body did not match its declared length
 └── APIError                     anything the Message Batches API (or the way to it) did wrong
     ├── APIConnectionError       no HTTP answer: refused, reset, DNS
@@ -87,6 +89,14 @@ class BodyLengthError(BatchdError):
         super().__init__(message)
         self.expected = expected
         self.sent = sent
+
+
+class WebhookVerificationError(BatchdError):
+    """A received webhook failed verification: missing headers, stale timestamp, bad signature."""
+
+
+class BlockedAddressError(BatchdError):
+    """A webhook connection was refused before it was made: its address is not allowed."""
 
 
 class APIError(BatchdError):
