@@ -132,6 +132,10 @@ class Keys:
         """Sorted set: request tokens whose delivery failed for good, scored by time."""
         return f"{self.tag(account)}:whdead"
 
+    def endpoints_gone(self, account: str) -> str:
+        """Hash: callback URL -> ms it answered 410 Gone; no more deliveries go there."""
+        return f"{self.tag(account)}:whgone"
+
     # -- global -----------------------------------------------------------------------------
     def reply_queue(self, name: str) -> str:
         """List: result envelopes for producers reading `reply_to=name`."""
