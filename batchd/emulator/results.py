@@ -1,0 +1,107 @@
+"""A batch's results file: one JSONL line per request, in its shuffled order, made per chunk.
+
+Lines are encoded as they are written, so a 100,000-line download never exists as one string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from batchd.emulator.faults import DRAW_OVERLOADED
+from batchd.emulator.messages import error_body, fake_message, message_id, request_id_for
+from batchd.emulator.state import CANCELED, ERRORED, EXPIRED, SUCCEEDED, Batch
+
+_CANCELED = {"type": "canceled"}
+_EXPIRED = {"type": "expired"}
+
+
+class _Lines:
+    """Encodes result lines of one batch from data captured when its download began.
+
+    Holding the data here keeps a download whole even if the batch is deleted meanwhile.
+    """
+
+    def __init__(self, batch: Batch, *, beta: bool) -> None:
+        assert batch.requests is not None and batch.final is not None
+        self.batch_id = batch.id
+        self.requests = batch.requests
+        self.final = batch.final
+        self.draws = batch.draws
+        self.long_lines = batch.long_lines
+        self.long_line_bytes = batch.long_line_bytes
+        self.beta = beta
+
+    def line(self, i: int) -> bytes:
+        """The JSON of request `i`'s result, without its line ending."""
+        requests = self.requests
+        custom_id = requests.custom_ids[i]
+        code = self.final[i]
+        result: dict[str, Any]
+        if code == SUCCEEDED:
+            text = requests.replies[i]
+            if i in self.long_lines:
+                # Longer than the 64 KiB a naive line scanner holds.
+                text = (text + " ") * (self.long_line_bytes // (len(text) + 1) + 1)
+            message = fake_message(
+                message_id=message_id(self.batch_id, custom_id),
+                model=requests.models[i],
+                text=text,
+                input_tokens=requests.input_tokens[i],
+                beta=self.beta,
+            )
+            result = {"type": "succeeded", "message": message}
+        elif code == ERRORED:
+            invalid = requests.invalid.get(i)
+            if invalid is not None:
+                kind, why = "invalid_request_error", invalid
+            elif self.draws is not None and self.draws[i] == DRAW_OVERLOADED:
+                kind, why = "overloaded_error", "Overloaded"
+            else:
+                kind, why = "api_error", "Internal server error"
+            result = {
+                "type": "errored",
+                "error": error_body(kind, why, request_id_for(self.batch_id, custom_id)),
+            }
+        elif code == CANCELED:
+            result = _CANCELED
+        else:
+            assert code == EXPIRED
+            result = _EXPIRED
+        return orjson.dumps({"custom_id": custom_id, "result": result})
+
+
+def result_chunks(
+    batch: Batch,
+    *,
+    beta: bool,
+    newline: bytes = b"\n",
+    chunk_bytes: int = 256 * 1024,
+    stop_after: int | None = None,
+) -> Iterator[bytes]:
+    """The results file in pieces of about `chunk_bytes`; `stop_after` lines, if given.
+
+    With `stop_after`, the last piece also holds the first half of the next line, so a reader
+    sees the stream break inside a line, as a reset connection leaves it.
+    """
+    batch.finalize()
+    order = batch.result_order()
+    lines = _Lines(batch, beta=beta)
+    count = len(order) if stop_after is None else min(stop_after, len(order))
+    parts: list[bytes] = []
+    size = 0
+    for position in range(count):
+        line = lines.line(order[position])
+        parts.append(line)
+        parts.append(newline)
+        size += len(line) + len(newline)
+        if size >= chunk_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if stop_after is not None and count < len(order):
+        line = lines.line(order[count])
+        parts.append(line[: len(line) // 2])
+    if parts:
+        yield b"".join(parts)
