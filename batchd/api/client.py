@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from importlib import metadata
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -19,7 +19,7 @@ import pydantic
 from batchd.api.jsonl import LineDecoder, parse_result_line, result_from_object
 from batchd.api.models import BatchPage, DeletedBatch, MessageBatch, ResultLine
 from batchd.api.retry import RetryPolicy
-from batchd.api.translate import excerpt, redact, status_error, transport_error
+from batchd.api.translate import excerpt, redact, redact_tree, status_error, transport_error
 from batchd.errors import (
     APIError,
     APIResponseError,
@@ -49,7 +49,7 @@ RESULTS_CONTENT_TYPES = frozenset(
 ERROR_BODY_LIMIT = 64 * 1024
 
 OnCall = Callable[[str, int | None, float], None]
-Body = Iterable[bytes] | Callable[[], Iterable[bytes]]
+Body = bytes | Iterable[bytes] | Callable[[], Iterable[bytes]]
 _Model = TypeVar("_Model", bound=pydantic.BaseModel)
 
 
@@ -225,14 +225,17 @@ class BatchesClient:
         response = self._send("delete", "DELETE", _batch_path(batch_id))
         return self._parse(response, DeletedBatch, "delete").id
 
-    def results(self, batch_id: str, *, resume: bool = True, skip: int = 0) -> Iterator[ResultLine]:
+    def results(
+        self, batch_id: str, *, resume: bool = True, skip: int = 0
+    ) -> Generator[ResultLine, None, None]:
         """Stream a batch's results, one ResultLine per JSONL line, as they arrive.
 
         `skip` drops the first `skip` lines (a caller resuming by count). With `resume`, a stream
         that breaks is requested again and lines whose custom_id was already delivered are
         skipped, so each line is seen once; after `max_retries` breaks without progress,
         ResultsStreamError says how many lines were delivered. The HTTP response is closed
-        however the iteration ends, including when the caller stops early.
+        however the iteration ends; a caller stopping early should `close()` the generator (or
+        let it be collected) to release the connection at once.
         """
         if skip < 0:
             raise ValueError("skip must be >= 0")
@@ -429,7 +432,7 @@ class BatchesClient:
                 f"{operation}: answer is not a {model.__name__}: {problems}",
                 status=response.status_code,
                 request_id=request_id,
-                body=data,
+                body=redact_tree(data, self._secrets),
             ) from exc
 
     def _check_results_type(self, response: httpx.Response, batch_id: str) -> None:

@@ -64,6 +64,17 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _SECRET_SHAPES.sub(REDACTED, text)
 
 
+def redact_tree(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of parsed JSON with every string redacted (error bodies are kept on exceptions)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: redact_tree(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_tree(v, secrets) for v in value]
+    return value
+
+
 def excerpt(data: bytes, secrets: Iterable[str] = (), limit: int = EXCERPT_CHARS) -> str:
     """A short, printable, secret-free quote of a body: tags and control characters removed."""
     # Read a little more than we show, since tags and whitespace are dropped.
@@ -92,11 +103,12 @@ def status_error(
     except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        parsed = redact_tree(parsed, secrets)
         error = parsed["error"]
         if isinstance(error.get("type"), str):
             error_type = error["type"]
         if isinstance(error.get("message"), str):
-            message = redact(error["message"], secrets)
+            message = error["message"]
         if isinstance(parsed.get("request_id"), str):
             body_request_id = parsed["request_id"]
     if error_type is None and message is None:

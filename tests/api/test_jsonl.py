@@ -1,0 +1,130 @@
+"""The JSONL splitter and line parser: chunk boundaries, CRLF, huge lines, blanks, bad lines."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from batchd.api import LineDecoder, iter_lines, parse_result_line
+from batchd.errors import APIResponseError
+
+from .helpers import result_line
+
+STREAM = b'{"custom_id":"a","result":{"type":"canceled"}}\r\n\r\n{"custom_id":"b","result":{}}\r\n'
+EXPECTED = [
+    (1, b'{"custom_id":"a","result":{"type":"canceled"}}'),
+    (3, b'{"custom_id":"b","result":{}}'),
+]
+
+
+def decode(chunks: list[bytes]) -> list[tuple[int, bytes]]:
+    return list(iter_lines(chunks))
+
+
+@pytest.mark.parametrize("cut", range(len(STREAM) + 1))
+def test_crlf_stream_split_in_two_at_every_point(cut: int) -> None:
+    """However a CRLF stream is cut in two, the same lines come out, without `\\r` or blanks."""
+    assert decode([STREAM[:cut], STREAM[cut:]]) == EXPECTED
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM)))
+def test_crlf_stream_split_in_three_around_every_point(cut: int) -> None:
+    """A one-byte middle chunk (the lone `\\r` or `\\n` case) anywhere gives the same lines."""
+    assert decode([STREAM[: cut - 1], STREAM[cut - 1 : cut], STREAM[cut:]]) == EXPECTED
+
+
+def test_stream_fed_one_byte_at_a_time() -> None:
+    """Byte-sized chunks are the worst case for a splitter and still give the same lines."""
+    assert decode([STREAM[i : i + 1] for i in range(len(STREAM))]) == EXPECTED
+
+
+def test_cr_at_chunk_end_then_lf_yields_one_line_without_cr() -> None:
+    """`\\r` closing one read and `\\n` opening the next end exactly one line."""
+    decoder = LineDecoder()
+    assert decoder.feed(b'{"x":1}\r') == []
+    assert decoder.feed(b'\n{"y"') == [(1, b'{"x":1}')]
+    assert decoder.flush() == (2, b'{"y"')
+
+
+def test_lf_only_endings() -> None:
+    """Plain `\\n` endings work as well as CRLF."""
+    assert decode([b"a\nb\n", b"c\n"]) == [(1, b"a"), (2, b"b"), (3, b"c")]
+
+
+def test_blank_and_whitespace_lines_are_skipped_but_counted() -> None:
+    """Blank lines are not delivered; line numbers still match the file."""
+    assert decode([b"\n\n  \r\n\ta\n\r\n", b"\t \nb"]) == [(4, b"\ta"), (7, b"b")]
+
+
+def test_five_megabyte_line_in_small_chunks() -> None:
+    """A line of several MB (far above 64 KB) arrives whole, fed in 16 KB reads."""
+    big = b'{"custom_id":"big","result":{"type":"succeeded","pad":"' + b"x" * 5_000_000 + b'"}}'
+    data = big + b"\r\n" + result_line("next") + b"\n"
+    chunks = [data[i : i + 16384] for i in range(0, len(data), 16384)]
+    lines = decode(chunks)
+    assert [n for n, _ in lines] == [1, 2]
+    assert lines[0][1] == big
+    assert parse_result_line(lines[0][1], 1).custom_id == "big"
+
+
+def test_five_megabyte_line_is_linear_not_quadratic() -> None:
+    """Pieces of a long line are joined once: 5 MB in 1 KB reads takes well under a second."""
+    data = b"y" * 5_000_000 + b"\n"
+    chunks = [data[i : i + 1024] for i in range(0, len(data), 1024)]
+    started = time.perf_counter()
+    lines = decode(chunks)
+    assert time.perf_counter() - started < 1.0
+    assert len(lines[0][1]) == 5_000_000
+
+
+def test_unterminated_last_line_is_returned_by_flush() -> None:
+    """A last line without a newline is not lost: flush hands it over."""
+    decoder = LineDecoder()
+    assert decoder.feed(b"a\nb") == [(1, b"a")]
+    assert decoder.has_partial
+    assert decoder.flush() == (2, b"b")
+    assert not decoder.has_partial
+    assert decoder.flush() is None
+
+
+def test_flush_drops_a_trailing_cr_and_blank_tail() -> None:
+    """A stream ending in `\\r` or in whitespace gives no extra line."""
+    assert decode([b"a\r"]) == [(1, b"a")]
+    assert decode([b"a\n  "]) == [(1, b"a")]
+
+
+def test_empty_chunks_are_harmless() -> None:
+    """Zero-length reads change nothing."""
+    assert decode([b"", b"a", b"", b"\n", b""]) == [(1, b"a")]
+
+
+def test_parse_result_line_keeps_the_raw_line() -> None:
+    """A good line gives custom_id, the result object and the exact bytes."""
+    raw = result_line("req-1", "errored")
+    item = parse_result_line(raw, 1)
+    assert item.custom_id == "req-1"
+    assert item.result["type"] == "errored"
+    assert item.type == "errored"
+    assert item.raw == raw
+    assert orjson.loads(item.raw) == {"custom_id": "req-1", "result": item.result}
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        (b"<html>oops</html>", "not valid JSON"),
+        (b'{"custom_id":"a","result":', "not valid JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (b'{"result":{"type":"canceled"}}', "no custom_id"),
+        (b'{"custom_id":7,"result":{}}', "no custom_id"),
+        (b'{"custom_id":"a"}', "no result"),
+        (b'{"custom_id":"a","result":"succeeded"}', "no result"),
+    ],
+)
+def test_bad_lines_raise_naming_the_line_number(line: bytes, words: str) -> None:
+    """A line that is not a result is an APIResponseError naming its line, never dropped."""
+    with pytest.raises(APIResponseError, match=f"line 42.*{words}|line 42 .*{words}") as info:
+        parse_result_line(line, 42)
+    assert "line 42" in str(info.value)
