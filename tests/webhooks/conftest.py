@@ -1,0 +1,39 @@
+"""Fixtures for the webhook tests: a loopback receiver and a sender factory, both cleaned up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from batchd.settings import Settings
+from batchd.webhooks.sender import WebhookSender
+from tests.webhooks.support import Receiver, RunningSender
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_sender() -> Iterator[Callable[..., RunningSender]]:
+    running: list[RunningSender] = []
+
+    def start(settings: Settings, **options: Any) -> RunningSender:
+        assert settings.redis_url is not None
+        sender = RunningSender(WebhookSender(settings, settings.redis_url, **options)).start()
+        running.append(sender)
+        return sender
+
+    try:
+        yield start
+    finally:
+        for sender in running:
+            sender.stop()
