@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from email.utils import formatdate
+from typing import Any
 
 import pytest
 import redis
 from standardwebhooks import Webhook
+from structlog.testing import capture_logs
 
 from batchd.keys import webhook_id
+from batchd.settings import AccountSettings
 from batchd.webhooks import verify_webhook
+from batchd.webhooks.sender import WebhookSender
 from tests.webhooks.support import (
     KEYS,
     OLD_SECRET,
@@ -307,3 +312,36 @@ def test_many_deliveries_run_in_parallel(
     elapsed = time.monotonic() - started
     assert elapsed < 40 * 0.25 / 4
     assert receiver.max_active >= 10
+
+
+def test_every_account_is_served(
+    redis_url: str, redis_client: redis.Redis, receiver: Receiver, start_sender: StartSender
+) -> None:
+    """Deliveries in each configured account's outbox are sent."""
+    settings = make_settings(redis_url)
+    settings.accounts = {"default": AccountSettings(), "team-b": AccountSettings()}
+    start_sender(settings)
+    token = enqueue(redis_client, receiver.url(), account="team-b")
+    [got] = receiver.wait_for(1)
+    assert verify_webhook(got.body, got.headers, SECRET)["id"] == f"team-b.{token}"
+
+
+def test_unsigned_sender_warns_once_at_start(redis_url: str) -> None:
+    """With no secret configured the sender logs one warning when it starts."""
+    sender = WebhookSender(make_settings(redis_url, secret=None), redis_url)
+
+    async def main() -> list[MutableMapping[str, Any]]:
+        with capture_logs() as logs:
+            stop = asyncio.Event()
+            task = asyncio.create_task(sender.run(stop))
+            deadline = time.monotonic() + 10
+            while not any(e["event"] == "webhooks.started" for e in logs):
+                assert time.monotonic() < deadline, "sender did not start"
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+        return logs
+
+    logs = asyncio.run(main())
+    warnings = [e for e in logs if e["event"] == "webhooks.unsigned"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
