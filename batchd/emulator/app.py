@@ -28,6 +28,7 @@ from batchd.errors import ConfigError
 
 EMULATOR = web.AppKey("emulator", Emulator)
 REQUEST_ID = "request_id"
+BODY = "body"
 BATCHES = "/v1/messages/batches"
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -138,8 +139,14 @@ def _check_rate(emulator: Emulator, workspace: Workspace) -> None:
         )
 
 
-def api(operation: str) -> Callable[[ApiHandler], Callable[[web.Request], Awaitable[Any]]]:
-    """Wrap an endpoint with authentication, rate limits and the faults of `operation`."""
+def api(
+    operation: str, *, reads_body: bool = False
+) -> Callable[[ApiHandler], Callable[[web.Request], Awaitable[Any]]]:
+    """Wrap an endpoint with authentication, rate limits and the faults of `operation`.
+
+    With `reads_body`, the body is read (into `request[BODY]`) before faults are drawn, so an
+    injected error reaches the client instead of a connection cut while it is still sending.
+    """
 
     def wrap(handler: ApiHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         @functools.wraps(handler)
@@ -147,6 +154,8 @@ def api(operation: str) -> Callable[[ApiHandler], Callable[[web.Request], Awaita
             emulator = request.app[EMULATOR]
             workspace = _authenticate(request, emulator)
             _check_rate(emulator, workspace)
+            if reads_body:
+                request[BODY] = await _read_body(request, emulator.config.max_body_bytes)
             delay = emulator.injector.slow(operation)
             if delay:
                 await asyncio.sleep(delay)
@@ -206,11 +215,11 @@ async def _read_body(request: web.Request, limit: int) -> bytearray:
     return body
 
 
-@api("create")
+@api("create", reads_body=True)
 async def create_batch(
     request: web.Request, emulator: Emulator, workspace: Workspace
 ) -> web.StreamResponse:
-    body = await _read_body(request, emulator.config.max_body_bytes)
+    body = request.pop(BODY)
     parse = functools.partial(
         parse_create_body, body, emulator.config.max_batch_requests, beta=_is_beta(request)
     )
