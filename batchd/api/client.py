@@ -245,12 +245,28 @@ class BatchesClient:
         # custom_ids already handed over (or skipped): the dedupe key when a stream is re-read.
         seen: set[str] | None = set() if resume else None
         breaks = 0
+        first_request = True
+
+        def admit(item: ResultLine) -> bool:
+            nonlocal to_skip
+            if to_skip:
+                to_skip -= 1
+                if seen is not None:
+                    seen.add(item.custom_id)
+                return False
+            if seen is not None:
+                if item.custom_id in seen:
+                    return False
+                seen.add(item.custom_id)
+            return True
+
         while True:
             try:
                 response = self._send("results", "GET", path, stream=True)
             except APIError as exc:
-                if delivered == 0 and breaks == 0:
+                if first_request:
                     raise
+                # The caller needs the count to know what it already holds.
                 raise ResultsStreamError(
                     f"results of {batch_id}: could not resume after {delivered} lines: {exc}",
                     delivered=delivered,
@@ -259,6 +275,7 @@ class BatchesClient:
                     request_id=exc.request_id,
                     retry_after=exc.retry_after,
                 ) from exc
+            first_request = False
             progressed = False
             failure: BaseException | None = None
             reason = ""
@@ -269,24 +286,18 @@ class BatchesClient:
                     for chunk in response.iter_bytes():
                         for lineno, line in decoder.feed(chunk):
                             item = parse_result_line(line, lineno)
-                            if to_skip:
-                                to_skip -= 1
-                                if seen is not None:
-                                    seen.add(item.custom_id)
-                                continue
-                            if seen is not None:
-                                if item.custom_id in seen:
-                                    continue
-                                seen.add(item.custom_id)
-                            delivered += 1
-                            progressed = True
-                            yield item
+                            if admit(item):
+                                delivered += 1
+                                progressed = True
+                                yield item
                 except httpx.HTTPError as exc:
                     failure = exc
                     reason = f"{type(exc).__name__}: {redact(str(exc), self._secrets)}"
                 else:
                     last = decoder.flush()
                     if last is not None:
+                        # No newline at the very end: complete JSON is a last line, a cut one
+                        # means the body ended early.
                         lineno, line = last
                         try:
                             obj = orjson.loads(line)
@@ -295,9 +306,7 @@ class BatchesClient:
                             reason = f"line {lineno} cut off at end of stream ({len(line)} bytes)"
                         else:
                             item = result_from_object(obj, line, lineno)
-                            if to_skip:
-                                to_skip -= 1
-                            elif seen is None or item.custom_id not in seen:
+                            if admit(item):
                                 delivered += 1
                                 yield item
                     if failure is None:

@@ -128,3 +128,21 @@ def test_bad_lines_raise_naming_the_line_number(line: bytes, words: str) -> None
     with pytest.raises(APIResponseError, match=f"line 42.*{words}|line 42 .*{words}") as info:
         parse_result_line(line, 42)
     assert "line 42" in str(info.value)
+
+
+def test_decoder_and_parser_keep_up_with_the_fan_out() -> None:
+    """100,000 lines of about 1 KB split and parse at well over 20,000 lines/s."""
+    pad = "x" * 900
+    line = b'{"custom_id":"req-%06d","result":{"type":"succeeded","text":"' + pad.encode() + b'"}}'
+    data = b"\r\n".join(line % i for i in range(100_000)) + b"\r\n"
+    chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    started = time.perf_counter()
+    decoder = LineDecoder()
+    count = 0
+    for chunk in chunks:
+        for lineno, raw in decoder.feed(chunk):
+            parse_result_line(raw, lineno)
+            count += 1
+    elapsed = time.perf_counter() - started
+    assert count == 100_000
+    assert count / elapsed > 20_000
