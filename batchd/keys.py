@@ -86,6 +86,10 @@ class Keys:
     def lane_lock(self, account: str, priority: int) -> str:
         return f"{self.tag(account)}:qlock:{priority}"
 
+    def flush(self, account: str) -> str:
+        """Set: priorities (or `*`) a producer or operator asked to cut now."""
+        return f"{self.tag(account)}:flush"
+
     def paused(self, account: str) -> str:
         """String: why the account is paused (its API key was refused); absent when not."""
         return f"{self.tag(account)}:paused"
@@ -152,6 +156,10 @@ class Keys:
     def batch_index(self) -> str:
         """Hash: batch id -> `<account> <assembly id>`, for operators' look-ups."""
         return f"{self.prefix}:batches"
+
+    def accounts(self) -> str:
+        """Set: the accounts the daemon serves (producers refuse others)."""
+        return f"{self.prefix}:accounts"
 
     def processes(self) -> str:
         """Sorted set: `batchd run` processes by last heartbeat (ms)."""

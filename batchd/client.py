@@ -1,0 +1,492 @@
+"""The producer API: `Client` (sync) and `AsyncClient` (asyncio), twins side by side.
+
+A submit is one atomic round trip (a Lua script); `wait` blocks on a per-request list without a
+polling loop; `replies` reads a reply queue, an item leaving it only on acknowledgement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from batchd.errors import (
+    CancelError,
+    InvalidRequestError,
+    RequestNotFoundError,
+    SubmitError,
+    WaitTimeoutError,
+)
+from batchd.keys import Keys, new_token, split_request_id
+from batchd.results import TERMINAL_STATUSES, RequestState, Result, Ticket
+from batchd.scripts import Scripts
+from batchd.settings import Settings
+from batchd.store import connect, connect_async, text
+from batchd.validate import Prepared, prepare
+
+_ACCOUNTS_TTL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitItem:
+    """One item of `submit_many`; the same fields as `submit`'s arguments."""
+
+    params: Any
+    reply_to: str | None = None
+    callback_url: str | None = None
+    key: str | None = None
+    account: str | None = None
+    priority: int = 0
+    metadata: Any = None
+
+
+def _item(obj: SubmitItem | Mapping[str, Any]) -> SubmitItem:
+    if isinstance(obj, SubmitItem):
+        return obj
+    if not isinstance(obj, Mapping):
+        raise InvalidRequestError(
+            f"item: must be a SubmitItem or a mapping, got {type(obj).__name__}", field="item"
+        )
+    allowed = set(SubmitItem.__dataclass_fields__)
+    extra = set(obj) - allowed
+    if extra:
+        raise InvalidRequestError(f"item: unknown fields {sorted(extra)}", field="item")
+    if "params" not in obj:
+        raise InvalidRequestError("item: params is required", field="params")
+    return SubmitItem(**obj)
+
+
+def _submit_args(keys: Keys, p: Prepared, token: str) -> list[Any]:
+    return [
+        keys.tag(p.account),
+        keys.prefix,
+        p.account,
+        token,
+        p.priority,
+        p.params,
+        p.size,
+        p.key_digest,
+        p.key_json,
+        p.reply_to,
+        p.callback_url,
+        p.metadata,
+    ]
+
+
+def _ticket(reply: Any, key: str | None) -> Ticket:
+    return Ticket(id=text(reply[1]), key=key, duplicate=int(reply[0]) == 0)
+
+
+def _state(rid: str, fields: list[Any], batch_id: str | None) -> RequestState:
+    st = text(fields[0])
+    res = Result.from_json(fields[2]) if fields[2] else None
+    return RequestState(
+        id=rid,
+        state=st,
+        attempts=int(fields[1] or 0),
+        batch_id=res.batch_id if res is not None else batch_id,
+        result=res,
+    )
+
+
+def _ids(rid: str) -> tuple[str, str]:
+    try:
+        return split_request_id(rid)
+    except ValueError as exc:
+        raise RequestNotFoundError(str(exc)) from None
+
+
+def _cancel_refusal(rid: str, reply: Any) -> CancelError:
+    state = text(reply[1])
+    if state == "batched":
+        return CancelError(
+            f"request {rid} is already in a batch sent to the API and cannot be withdrawn; "
+            "it will end with that batch"
+        )
+    return CancelError(f"request {rid} has already ended ({state})")
+
+
+class Client:
+    """Submit requests and fetch their results, from any process.
+
+    >>> client = Client("redis://localhost:6379/0")
+    >>> ticket = client.submit({"model": "claude-sonnet-4-5", "max_tokens": 256,
+    ...                         "messages": [{"role": "user", "content": "Hello"}]})
+    >>> result = client.wait(ticket.id, timeout=3600)
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        connection: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load()
+        url = redis_url or self.settings.redis_url
+        if connection is None and url is None:
+            raise InvalidRequestError("a Redis URL is needed (redis_url or BATCHD_REDIS_URL)")
+        self.redis = connection if connection is not None else connect(url or "")
+        self._owns = connection is None
+        self.keys = Keys(self.settings.prefix)
+        self.scripts = Scripts(self.redis)
+        self._accounts: frozenset[str] | None = None
+        self._accounts_at = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> Client:
+        return cls(url, settings=settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Client:
+        return cls(settings=settings)
+
+    def close(self) -> None:
+        if self._owns:
+            self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _known_accounts(self) -> frozenset[str]:
+        now = time.monotonic()
+        if self._accounts is None or now - self._accounts_at > _ACCOUNTS_TTL:
+            members = self.redis.smembers(self.keys.accounts())
+            self._accounts = frozenset(text(m) for m in members)
+            self._accounts_at = now
+        return self._accounts
+
+    def _prepare(self, item: SubmitItem) -> Prepared:
+        return prepare(
+            self.settings,
+            item.params,
+            account=item.account,
+            priority=item.priority,
+            key=item.key,
+            reply_to=item.reply_to,
+            callback_url=item.callback_url,
+            metadata=item.metadata,
+            known_accounts=self._known_accounts(),
+        )
+
+    def submit(
+        self,
+        params: Mapping[str, Any],
+        *,
+        reply_to: str | None = None,
+        callback_url: str | None = None,
+        key: str | None = None,
+        account: str | None = None,
+        priority: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Ticket:
+        """Queue one Messages request for a batch. Atomic, one round trip.
+
+        The same `key` again returns the first request's ticket (`duplicate=True`) and queues
+        nothing. Raises InvalidRequestError or RequestTooLargeError, storing nothing.
+        """
+        p = self._prepare(
+            SubmitItem(params, reply_to, callback_url, key, account, priority, metadata)
+        )
+        reply = self.scripts.submit(args=_submit_args(self.keys, p, new_token()))
+        return _ticket(reply, key)
+
+    def submit_many(
+        self, items: Iterable[SubmitItem | Mapping[str, Any]], *, chunk: int = 1000
+    ) -> list[Ticket | SubmitError]:
+        """Submit many requests, pipelined in chunks; one outcome per item, in order.
+
+        A bad item gets its SubmitError in its place; the good ones are stored regardless.
+        """
+        outcomes: list[Ticket | SubmitError] = []
+        pipe = self.redis.pipeline(transaction=False)
+        waiting: list[tuple[int, str | None]] = []
+
+        def flush() -> None:
+            if not waiting:
+                return
+            replies = pipe.execute()
+            for (slot, key), reply in zip(waiting, replies, strict=True):
+                outcomes[slot] = _ticket(reply, key)
+            waiting.clear()
+
+        for raw in items:
+            try:
+                item = _item(raw)
+                p = self._prepare(item)
+            except SubmitError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(SubmitError("not sent"))
+            self.scripts.submit(args=_submit_args(self.keys, p, new_token()), client=pipe)
+            waiting.append((len(outcomes) - 1, item.key))
+            if len(waiting) >= chunk:
+                flush()
+        flush()
+        return outcomes
+
+    def get(self, request_id: str) -> RequestState:
+        """The request's state now, and its result once terminal."""
+        account, token = _ids(request_id)
+        rk = self.keys.request(account, token)
+        fields = self.redis.hmget(rk, "st", "at", "res", "a")
+        if fields[0] is None:
+            raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
+        batch_id = None
+        if fields[3]:
+            bid = self.redis.hget(self.keys.assembly(account, text(fields[3])), "bid")
+            batch_id = text(bid) or None
+        return _state(request_id, fields, batch_id)
+
+    def wait(self, request_id: str, timeout: float | None = None) -> Result:
+        """Block until the request is terminal and return its result (no polling loop).
+
+        Works from any process, also when the result arrived long before the call.
+        Raises WaitTimeoutError after `timeout` seconds (None waits for ever).
+        """
+        account, token = _ids(request_id)
+        rk = self.keys.request(account, token)
+        dk = self.keys.done(account, token)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            st, res = self.redis.hmget(rk, "st", "res")
+            if st is None:
+                raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
+            if res is not None and text(st) in TERMINAL_STATUSES:
+                return Result.from_json(res)
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and left <= 0:
+                raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
+            # BLMOVE onto the same list wakes every waiter and consumes nothing.
+            self.redis.blmove(dk, dk, max(left, 0.01) if deadline is not None else 0)
+
+    def cancel(self, request_id: str) -> Result:
+        """Cancel a pending request: it ends `canceled` at once.
+
+        A request already in a batch cannot be withdrawn from the API: CancelError says so.
+        """
+        account, token = _ids(request_id)
+        reply = self.scripts.cancel(
+            args=[
+                self.keys.tag(account),
+                self.keys.prefix,
+                account,
+                token,
+                int(self.settings.retention * 1000),
+            ]
+        )
+        if int(reply[0]) == 1:
+            return Result.from_json(reply[1])
+        if text(reply[1]) == "missing":
+            raise RequestNotFoundError(f"no request {request_id}")
+        raise _cancel_refusal(request_id, reply)
+
+    def replies(
+        self, reply_to: str, *, timeout: float | None = None, consumer: str = "default"
+    ) -> Iterator[Result]:
+        """Iterate the results arriving on reply queue `reply_to`.
+
+        An item is moved to this consumer's in-flight list when read and removed from it when
+        the next item is asked for (or by `ack`). If the consumer stops or crashes before
+        that, the item is delivered again by the next `replies` call with the same consumer
+        name: nothing is lost. Iteration ends after `timeout` seconds with nothing new.
+        """
+        q = self.keys.reply_queue(reply_to)
+        inflight = self.keys.reply_inflight(reply_to, consumer)
+        while self.redis.lmove(inflight, q, "RIGHT", "RIGHT") is not None:
+            pass
+        while True:
+            raw = self.redis.blmove(q, inflight, timeout or 0, "RIGHT", "LEFT")
+            if raw is None:
+                return
+            yield Result.from_json(raw)
+            self.redis.lrem(inflight, 1, raw)
+
+    def ack(self, reply_to: str, result: Result, *, consumer: str = "default") -> None:
+        """Acknowledge a reply now (before leaving a `replies` loop, say)."""
+        self.redis.lrem(self.keys.reply_inflight(reply_to, consumer), 1, result.raw)
+
+    def flush(self, account: str | None = None, priority: int | None = None) -> None:
+        """Ask the aggregator to cut the lane(s) now instead of waiting for a trigger."""
+        acct = account or self.settings.default_account
+        self.redis.sadd(self.keys.flush(acct), "*" if priority is None else str(priority))
+
+
+class AsyncClient:
+    """The asyncio twin of `Client`: the same methods, awaited."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        connection: aredis.Redis | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load()
+        url = redis_url or self.settings.redis_url
+        if connection is None and url is None:
+            raise InvalidRequestError("a Redis URL is needed (redis_url or BATCHD_REDIS_URL)")
+        self.redis = connection if connection is not None else connect_async(url or "")
+        self._owns = connection is None
+        self.keys = Keys(self.settings.prefix)
+        self.scripts = Scripts(self.redis)
+        self._accounts: frozenset[str] | None = None
+        self._accounts_at = 0.0
+
+    async def aclose(self) -> None:
+        if self._owns:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _known_accounts(self) -> frozenset[str]:
+        now = time.monotonic()
+        if self._accounts is None or now - self._accounts_at > _ACCOUNTS_TTL:
+            members = await self.redis.smembers(self.keys.accounts())
+            self._accounts = frozenset(text(m) for m in members)
+            self._accounts_at = now
+        return self._accounts
+
+    async def _prepare(self, item: SubmitItem) -> Prepared:
+        return prepare(
+            self.settings,
+            item.params,
+            account=item.account,
+            priority=item.priority,
+            key=item.key,
+            reply_to=item.reply_to,
+            callback_url=item.callback_url,
+            metadata=item.metadata,
+            known_accounts=await self._known_accounts(),
+        )
+
+    async def submit(
+        self,
+        params: Mapping[str, Any],
+        *,
+        reply_to: str | None = None,
+        callback_url: str | None = None,
+        key: str | None = None,
+        account: str | None = None,
+        priority: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Ticket:
+        """See `Client.submit`."""
+        p = await self._prepare(
+            SubmitItem(params, reply_to, callback_url, key, account, priority, metadata)
+        )
+        reply = await self.scripts.submit(args=_submit_args(self.keys, p, new_token()))
+        return _ticket(reply, key)
+
+    async def submit_many(
+        self, items: Iterable[SubmitItem | Mapping[str, Any]], *, chunk: int = 1000
+    ) -> list[Ticket | SubmitError]:
+        """See `Client.submit_many`."""
+        outcomes: list[Ticket | SubmitError] = []
+        pipe = self.redis.pipeline(transaction=False)
+        waiting: list[tuple[int, str | None]] = []
+
+        async def flush() -> None:
+            if not waiting:
+                return
+            replies = await pipe.execute()
+            for (slot, key), reply in zip(waiting, replies, strict=True):
+                outcomes[slot] = _ticket(reply, key)
+            waiting.clear()
+
+        for raw in items:
+            try:
+                item = _item(raw)
+                p = await self._prepare(item)
+            except SubmitError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(SubmitError("not sent"))
+            await self.scripts.submit(args=_submit_args(self.keys, p, new_token()), client=pipe)
+            waiting.append((len(outcomes) - 1, item.key))
+            if len(waiting) >= chunk:
+                await flush()
+        await flush()
+        return outcomes
+
+    async def get(self, request_id: str) -> RequestState:
+        """See `Client.get`."""
+        account, token = _ids(request_id)
+        fields = await self.redis.hmget(self.keys.request(account, token), "st", "at", "res", "a")
+        if fields[0] is None:
+            raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
+        batch_id = None
+        if fields[3]:
+            bid = await self.redis.hget(self.keys.assembly(account, text(fields[3])), "bid")
+            batch_id = text(bid) or None
+        return _state(request_id, fields, batch_id)
+
+    async def wait(self, request_id: str, timeout: float | None = None) -> Result:
+        """See `Client.wait`."""
+        account, token = _ids(request_id)
+        rk = self.keys.request(account, token)
+        dk = self.keys.done(account, token)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            st, res = await self.redis.hmget(rk, "st", "res")
+            if st is None:
+                raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
+            if res is not None and text(st) in TERMINAL_STATUSES:
+                return Result.from_json(res)
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and left <= 0:
+                raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
+            await self.redis.blmove(dk, dk, max(left, 0.01) if deadline is not None else 0)
+
+    async def cancel(self, request_id: str) -> Result:
+        """See `Client.cancel`."""
+        account, token = _ids(request_id)
+        reply = await self.scripts.cancel(
+            args=[
+                self.keys.tag(account),
+                self.keys.prefix,
+                account,
+                token,
+                int(self.settings.retention * 1000),
+            ]
+        )
+        if int(reply[0]) == 1:
+            return Result.from_json(reply[1])
+        if text(reply[1]) == "missing":
+            raise RequestNotFoundError(f"no request {request_id}")
+        raise _cancel_refusal(request_id, reply)
+
+    async def replies(
+        self, reply_to: str, *, timeout: float | None = None, consumer: str = "default"
+    ) -> AsyncIterator[Result]:
+        """See `Client.replies`."""
+        q = self.keys.reply_queue(reply_to)
+        inflight = self.keys.reply_inflight(reply_to, consumer)
+        while await self.redis.lmove(inflight, q, "RIGHT", "RIGHT") is not None:
+            pass
+        while True:
+            raw = await self.redis.blmove(q, inflight, timeout or 0, "RIGHT", "LEFT")
+            if raw is None:
+                return
+            yield Result.from_json(raw)
+            await self.redis.lrem(inflight, 1, raw)
+
+    async def ack(self, reply_to: str, result: Result, *, consumer: str = "default") -> None:
+        """See `Client.ack`."""
+        await self.redis.lrem(self.keys.reply_inflight(reply_to, consumer), 1, result.raw)
+
+    async def flush(self, account: str | None = None, priority: int | None = None) -> None:
+        """See `Client.flush`."""
+        acct = account or self.settings.default_account
+        await self.redis.sadd(self.keys.flush(acct), "*" if priority is None else str(priority))

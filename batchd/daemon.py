@@ -1,0 +1,213 @@
+"""`batchd run`: the daemon's whole life in one place.
+
+The main process runs the aggregator, sweeper and webhook sender loops in threads and supervises
+rq worker processes for the stage jobs. SIGTERM/SIGINT stop it within the grace period without
+losing work (every stage resumes from Redis); a second signal forces the stop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import redis
+
+from batchd import aggregate, sweeper
+from batchd.embedded import EmbeddedRedis
+from batchd.logs import configure, get_logger
+from batchd.runtime import Runtime, install
+from batchd.settings import Settings
+from batchd.store import publish_accounts, warn_durability
+
+log = get_logger("batchd.daemon")
+
+#: Seconds between restarts of a worker process that keeps dying.
+WORKER_RESTART_DELAY = 2.0
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGKILL when the daemon dies, so no worker outlives a kill -9."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def resolve_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None]:
+    """Settings with a Redis URL: the configured one, or an embedded server's."""
+    if settings.redis_url:
+        return settings, None
+    embedded = EmbeddedRedis(settings.data_dir)
+    url = embedded.start()
+    return settings.model_copy(update={"redis_url": url}), embedded
+
+
+def worker_main(settings: Settings) -> int:
+    """One rq worker process for the stage jobs (scheduler included)."""
+    from rq import SimpleWorker
+
+    rt = install(Runtime(settings))
+    worker = SimpleWorker(rt.queue_names(), connection=rt.redis)
+    worker.work(with_scheduler=True, logging_level=settings.log.level.upper())
+    return 0
+
+
+class Daemon:
+    """Loops in threads, workers in processes, one stop event."""
+
+    def __init__(
+        self, settings: Settings, roles: list[str], child_args: list[str] | None = None
+    ) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.child_args = child_args or []
+        self.stop = threading.Event()
+        self._signals = 0
+        self._workers: list[subprocess.Popen[bytes] | None] = []
+        self._threads: list[threading.Thread] = []
+        self.embedded: EmbeddedRedis | None = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stopping", signal=signal.Signals(signum).name, grace=self.settings.run.grace)
+            self.stop.set()
+        else:
+            log.warning("second signal: stopping now")
+            self._kill_workers(signal.SIGKILL)
+            os._exit(1)
+
+    def _loop(self, name: str, period: float, step: Callable[[Runtime], Any]) -> None:
+        rt = Runtime(self.settings)
+        bound = log.bind(loop=name)
+        try:
+            while not self.stop.is_set():
+                try:
+                    step(rt)
+                except redis.RedisError as exc:
+                    bound.warning("redis unavailable; retrying", error=str(exc))
+                    self.stop.wait(1.0)
+                except Exception:
+                    bound.exception("loop step failed; continuing")
+                    self.stop.wait(1.0)
+                self.stop.wait(period)
+        finally:
+            rt.close()
+
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _spawn_worker(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["BATCHD_REDIS_URL"] = self.settings.redis_url or ""
+        cmd = [sys.executable, "-m", "batchd", *self.child_args, "worker"]
+        return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+    def _kill_workers(self, sig: int) -> None:
+        for proc in self._workers:
+            if proc is not None and proc.poll() is None:
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+
+    def _supervise(self) -> None:
+        for i, proc in enumerate(self._workers):
+            if proc is not None and proc.poll() is not None and not self.stop.is_set():
+                log.warning("worker exited; restarting", pid=proc.pid, code=proc.returncode)
+                time.sleep(WORKER_RESTART_DELAY)
+                self._workers[i] = self._spawn_worker()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.settings, self.embedded = resolve_redis(self.settings)
+        rt = install(Runtime(self.settings))
+        warn_durability(rt.redis)
+        publish_accounts(rt.redis, rt.keys, self.settings)
+        tick = self.settings.run.tick
+        if "aggregator" in self.roles:
+            self._start_thread(
+                "aggregator", lambda: self._loop("aggregator", tick, aggregate.tick)
+            )
+        if "sweeper" in self.roles:
+            self._start_thread("sweeper", lambda: self._loop("sweeper", tick * 4, sweeper.sweep))
+        if "webhooks" in self.roles and self.settings.webhooks.enabled:
+            self._start_webhooks()
+        if "worker" in self.roles:
+            self._workers = [self._spawn_worker() for _ in range(self.settings.run.workers)]
+        log.info(
+            "batchd running",
+            roles=self.roles,
+            workers=len(self._workers),
+            accounts=sorted(self.settings.accounts),
+            redis=_safe_url(self.settings.redis_url or ""),
+        )
+        while not self.stop.wait(0.5):
+            self._supervise()
+            self._heartbeat(rt)
+        return self._shutdown(rt)
+
+    def _start_webhooks(self) -> None:
+        try:
+            from batchd.webhooks.sender import WebhookSender
+        except ImportError:
+            log.warning("webhook sender unavailable; callbacks stay in the outbox")
+            return
+        sender = WebhookSender(self.settings, self.settings.redis_url or "")
+        self._start_thread("webhooks", lambda: sender.run_in_thread(self.stop))
+
+    def _heartbeat(self, rt: Runtime) -> None:
+        try:
+            rt.redis.zadd(rt.keys.processes(), {rt.identity: rt.now_ms()})
+        except redis.RedisError:
+            pass
+
+    def _shutdown(self, rt: Runtime) -> int:
+        deadline = time.monotonic() + self.settings.run.grace
+        # rq's warm shutdown: each worker finishes its current job, then exits.
+        self._kill_workers(signal.SIGTERM)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for proc in self._workers:
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker did not stop within the grace period; killing", pid=proc.pid)
+                proc.kill()
+                proc.wait()
+        try:
+            rt.redis.zrem(rt.keys.processes(), rt.identity)
+        except redis.RedisError:
+            pass
+        rt.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        log.info("stopped")
+        return 0
+
+
+def _safe_url(url: str) -> str:
+    """A Redis URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def run(settings: Settings, roles: list[str], child_args: list[str]) -> int:
+    configure(settings.log.level, settings.log.format, settings.secrets())
+    return Daemon(settings, roles, child_args).run()

@@ -1,0 +1,182 @@
+"""`batchd demo`: batchd end to end on one machine, offline, from a bare checkout.
+
+It starts an embedded Redis (unless one is configured), the emulator and the daemon, submits N
+sample requests through the client with live progress, waits for every result and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchd.client import Client
+from batchd.embedded import EmbeddedRedis
+from batchd.keys import new_token
+
+#: The emulator's behaviour in the demo: a few errors and expiries, which batchd retries, so the
+#: summary shows them. Times are on the emulator's clock, which runs CLOCK_SCALE times faster:
+#: a request takes 10 to 60 emulated minutes, and the 24 h expiry comes after 20 real seconds.
+DEMO_PROFILE: dict[str, Any] = {
+    "seed": 7,
+    "processing_time": [600, 3600],
+    "result_api_error_rate": 0.02,
+    "result_overloaded_rate": 0.01,
+    "result_expired_rate": 0.002,
+}
+CLOCK_SCALE = 86400 / 20
+#: One sample request in this many carries a parameter the API refuses after the batch runs.
+INVALID_EVERY = 200
+TOPICS = ("tides", "bread", "glaciers", "compilers", "bees", "jazz", "volcanoes", "chess")
+
+
+def sample(i: int) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "messages": [
+            {"role": "user", "content": f"In one sentence, #{i}: what is interesting about "
+                                        f"{TOPICS[i % len(TOPICS)]}?"}
+        ],  # fmt: skip
+    }
+    if i % INVALID_EVERY == INVALID_EVERY - 1:
+        params["temperature"] = 5  # outside [0, 1]: the API ends it errored
+    return params
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from batchd.commands import load_settings
+    from batchd.emulator.config import EmulatorConfig
+    from batchd.emulator.faults import FaultProfile
+    from batchd.emulator.server import start_in_thread
+
+    console = Console(stderr=True)
+    n = int(args.requests)
+    if n < 1:
+        console.print("batchd demo: --requests must be at least 1")
+        return 2
+    settings = load_settings(args)
+    data_dir = Path(args.data_dir or settings.data_dir / "demo").resolve()
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url:
+        redis_url = settings.redis_url
+        prefix = f"demo-{new_token()[-8:].lower()}"
+    else:
+        shutil.rmtree(data_dir / "redis", ignore_errors=True)
+        embedded = EmbeddedRedis(data_dir)
+        redis_url = embedded.start()
+        prefix = "batchd"
+        console.print(f"[bold]embedded Redis[/bold] (AOF on) with its data in {data_dir / 'redis'}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    emulator = start_in_thread(
+        EmulatorConfig(
+            port=0, clock_scale=CLOCK_SCALE, profile=FaultProfile.from_mapping(DEMO_PROFILE)
+        )
+    )
+    console.print(f"[bold]emulator[/bold] of the Message Batches API at {emulator.url}")
+    log_path = data_dir / "daemon.log"
+    batch_size = max(100, min(10_000, n // 5 or 1))
+    env = dict(os.environ)
+    env.update(
+        {
+            "BATCHD_REDIS_URL": redis_url,
+            "BATCHD_PREFIX": prefix,
+            "BATCHD_ACCOUNTS__DEFAULT__API_KEY": emulator.api_key,
+            "BATCHD_API__BASE_URL": emulator.url,
+            "BATCHD_BATCH__MAX_REQUESTS": str(batch_size),
+            "BATCHD_BATCH__MAX_WAIT": "1",
+            "BATCHD_POLL__MIN_INTERVAL": "0.5",
+            "BATCHD_POLL__MAX_INTERVAL": "2",
+            "BATCHD_LOG__FORMAT": "json",
+        }
+    )
+    log_file = open(log_path, "wb")  # noqa: SIM115
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "batchd", "run"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    console.print(f"[bold]batchd run[/bold] (pid {daemon.pid}), its log in {log_path}")
+    client_settings = settings.model_copy(update={"redis_url": redis_url, "prefix": prefix})
+    client = Client(settings=client_settings)
+    statuses: Counter[str] = Counter()
+    retried = 0
+    started = time.monotonic()
+    try:
+        columns = (
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console) as progress:
+            submit_task = progress.add_task("submitting", total=n)
+            result_task = progress.add_task("results", total=n)
+            for start in range(0, n, 1000):
+                items = [
+                    {"params": sample(i), "reply_to": "demo", "key": f"demo-{i}"}
+                    for i in range(start, min(n, start + 1000))
+                ]
+                outcomes = client.submit_many(items)
+                bad = [o for o in outcomes if isinstance(o, Exception)]
+                if bad:
+                    raise RuntimeError(f"submit refused: {bad[0]}")
+                progress.advance(submit_task, len(items))
+            got = 0
+            last_seen = time.monotonic()
+            while got < n:
+                for result in client.replies("demo", timeout=1):
+                    statuses[result.status] += 1
+                    retried += result.attempts > 1
+                    got += 1
+                    last_seen = time.monotonic()
+                    progress.advance(result_task)
+                    if got >= n:
+                        break
+                if daemon.poll() is not None:
+                    raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log_path}")
+                if time.monotonic() - last_seen > 120:
+                    raise RuntimeError(f"no result for 120 s; see {log_path}")
+        elapsed = time.monotonic() - started
+        counters = {k.decode(): int(v) for k, v in client.redis.hgetall(f"{prefix}:counters").items()}
+    except (RuntimeError, KeyboardInterrupt) as exc:
+        console.print(f"[red]batchd demo failed:[/red] {exc}")
+        return 1
+    finally:
+        client.close()
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+        log_file.close()
+        emulator.stop()
+        if embedded is not None:
+            embedded.stop()
+    table = Table(title=f"batchd demo: {n} requests")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("batches created", str(counters.get("batches_created", 0)))
+    for status in ("succeeded", "errored", "canceled", "expired", "rejected", "dead"):
+        table.add_row(f"  {status}", str(statuses.get(status, 0)))
+    table.add_row("requests retried (sent again)", str(retried))
+    table.add_row("retries (errored or expired, sent again)", str(counters.get("retries", 0)))
+    table.add_row("wall time", f"{elapsed:.1f} s")
+    table.add_row("requests per second", f"{n / elapsed:.0f}")
+    Console().print(table)
+    return 0 if sum(statuses.values()) == n else 1

@@ -1,0 +1,451 @@
+"""The stage jobs run by rq workers: submit a batch exactly once, poll it, fan out its results.
+
+Each stage takes the assembly's lease, reads its state from Redis alone and is idempotent, so
+any replica can finish another's work and a repeated job does no harm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from batchd.api import MessageBatch
+from batchd.errors import (
+    APIError,
+    APIRequestTooLargeError,
+    AuthenticationError,
+    BadRequestError,
+    BatchdError,
+    BillingError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    StoreError,
+)
+from batchd.keys import split_request_id
+from batchd.logs import get_logger
+from batchd.runtime import Lease, Runtime, crash_point, current, jittered, lease
+from batchd.store import text
+
+log = get_logger("batchd.stages")
+
+#: Entries read from Redis per round trip while streaming a batch body or sweeping an assembly.
+ENTRY_CHUNK = 1000
+#: Result lines applied per Lua call during fan-out.
+FANOUT_CHUNK = 500
+#: Seconds an account stays paused after its API key was refused, before trying again.
+PAUSE_SECONDS = 60.0
+
+
+class LostLease(BatchdError):
+    """This process no longer holds the lock it was working under; it must stop at once."""
+
+
+def run_stage(stage: str, account: str, asm: str) -> str:
+    """rq entry point: run one stage of one assembly."""
+    rt = current()
+    bound = log.bind(stage=stage, account=account, assembly=asm)
+    with lease(rt, rt.keys.assembly_lease(account, asm)) as held:
+        if held is None:
+            bound.debug("stage busy elsewhere")
+            return "busy"
+        state = rt.assembly(account, asm)
+        if not state:
+            rt.redis.zrem(rt.keys.assemblies(account), asm)
+            return "gone"
+        st = state.get("st", "")
+        if st == "assembling":
+            seal_abandoned(rt, account, asm)
+            return "sealed"
+        if st in ("sealed", "submitting"):
+            return submit(rt, account, asm, held)
+        if st == "submitted":
+            return poll(rt, account, asm, state)
+        if st == "ended":
+            return fanout(rt, account, asm, state, held)
+        rt.redis.zrem(rt.keys.assemblies(account), asm)
+        return st
+
+
+def seal_abandoned(rt: Runtime, account: str, asm: str) -> None:
+    """An aggregator died mid-claim: seal what it had claimed and send it on."""
+    clen = int(rt.scripts.seal(args=[rt.keys.tag(account), asm]))
+    if clen > 0:
+        log.info("sealed an abandoned assembly", account=account, assembly=asm)
+        rt.enqueue("submit", account, asm)
+
+
+# -- submit ----------------------------------------------------------------------------------
+
+
+def submit(rt: Runtime, account: str, asm: str, asm_lease: Lease) -> str:
+    """Create the assembly's batch exactly once (see design.md, "the one hard step")."""
+    bound = log.bind(account=account, assembly=asm)
+    paused = rt.redis.pttl(rt.keys.paused(account))
+    if paused > 0:
+        rt.enqueue("submit", account, asm, delay=paused / 1000 + 1)
+        return "paused"
+    with lease(rt, rt.keys.create_lock(account), token=str(rt.redis.incr(rt.keys.fence(account)))) \
+            as lock:  # fmt: skip
+        if lock is None:
+            rt.enqueue("submit", account, asm, delay=jittered(1.0, 0.5))
+            return "waiting for the create lock"
+        state = rt.assembly(account, asm)
+        if state.get("bid"):
+            rt.enqueue("poll", account, asm)
+            return "already submitted"
+        if state.get("intent"):
+            found = find_created(rt, account, state)
+            if found is not None:
+                bound.warning("adopted a batch created before a crash", batch_id=found.id)
+                return record(rt, account, asm, found)
+        tag = rt.keys.tag(account)
+        if int(rt.scripts.intent(args=[tag, lock.token, asm])) == 0:
+            rt.enqueue("submit", account, asm, delay=1)
+            return "lost the create lock"
+        crash_point("after_intent")
+        count, clen = int(state["cnt"]), int(state["clen"])
+        try:
+            batch = rt.api(account).create(
+                body_chunks(rt, account, asm, lock), clen, retries=False
+            )
+        except LostLease:
+            bound.warning("create lock lost mid-upload; upload aborted before its end")
+            return "lost the create lock"
+        except RateLimitError as exc:
+            rt.scripts.clear_intent(args=[tag, lock.token, asm])
+            delay = exc.retry_after or 30.0
+            bound.warning("batch creation rate limited; holding the assembly", retry_in=delay)
+            rt.enqueue("submit", account, asm, delay=jittered(delay))
+            return "rate limited"
+        except (AuthenticationError, PermissionDeniedError, BillingError) as exc:
+            rt.scripts.clear_intent(args=[tag, lock.token, asm])
+            rt.redis.set(rt.keys.paused(account), str(exc), px=int(PAUSE_SECONDS * 1000))
+            bound.error(
+                "account paused: the API refused its key; requests are kept",
+                status=exc.status,
+                error=exc.message,
+            )
+            rt.enqueue("submit", account, asm, delay=PAUSE_SECONDS + 1)
+            return "paused"
+        except (BadRequestError, APIRequestTooLargeError) as exc:
+            rt.scripts.clear_intent(args=[tag, lock.token, asm])
+            bound.error("the API refused the batch; its requests go round again", error=str(exc))
+            release_all(rt, account, asm, _error_result(exc.error_type or "api_error", str(exc)))
+            return "refused"
+        except StoreError as exc:
+            rt.scripts.clear_intent(args=[tag, lock.token, asm])
+            bound.error("cannot build the batch body", error=str(exc))
+            rt.enqueue("submit", account, asm, delay=30)
+            return "store error"
+        except APIError as exc:
+            # No answer, a 5xx, or garbage: the batch may exist. Look before trying again.
+            bound.warning("batch creation ended without an answer; checking the list", error=str(exc))
+            state = rt.assembly(account, asm)
+            try:
+                found = find_created(rt, account, state)
+            except APIError as list_exc:
+                bound.warning("cannot list batches yet", error=str(list_exc))
+                rt.enqueue("submit", account, asm, delay=jittered(5.0))
+                return "unresolved"
+            if found is not None:
+                return record(rt, account, asm, found)
+            rt.scripts.clear_intent(args=[tag, lock.token, asm])
+            rt.enqueue("submit", account, asm, delay=jittered(exc.retry_after or 5.0))
+            return "retry"
+        crash_point("after_create")
+        if batch.total != count:
+            bound.error("created batch has an unexpected size", expected=count, got=batch.total)
+        return record(rt, account, asm, batch)
+
+
+def body_chunks(rt: Runtime, account: str, asm: str, lock: Lease) -> Iterator[bytes]:
+    """The batch body, streamed from Redis a chunk of entries at a time.
+
+    The closing bytes are sent only after checking that the create lock is still ours, so a
+    process that lost it (paused past its lease) aborts with the body incomplete.
+    """
+    ek = rt.keys.assembly_entries(account, asm)
+    yield b'{"requests":['
+    first = True
+    start = 0
+    while True:
+        entries = rt.redis.lrange(ek, start, start + ENTRY_CHUNK - 1)
+        if not entries:
+            break
+        start += len(entries)
+        pipe = rt.redis.pipeline(transaction=False)
+        tokens: list[bytes] = []
+        sizes: list[int] = []
+        for e in entries:
+            token, size, _ = e.split(b" ", 2)
+            tokens.append(token)
+            sizes.append(int(size))
+            pipe.hget(rt.keys.request(account, token.decode()), "p")
+        parts: list[bytes] = []
+        for token, size, params in zip(tokens, sizes, pipe.execute(), strict=True):
+            if params is None or len(params) + 52 != size:
+                raise StoreError(f"request {account}.{token.decode()} is missing or corrupted")
+            parts.append(b'{"custom_id":"' + token + b'","params":' + params + b"}")
+        chunk = b",".join(parts)
+        yield chunk if first else b"," + chunk
+        first = False
+        if lock.lost.is_set():
+            raise LostLease("create lock lost")
+    if not lock.held():
+        raise LostLease("create lock lost")
+    yield b"]}"
+
+
+def find_created(rt: Runtime, account: str, state: dict[str, str]) -> MessageBatch | None:
+    """After a crash or an unanswered create: the batch this assembly's intent made, if any.
+
+    Lists the account's batches created since the intent (less the allowed clock skew) and
+    picks the oldest one batchd does not know whose size matches the assembly.
+    """
+    intent = int(state.get("intent") or 0)
+    if not intent:
+        return None
+    since = (intent - rt.settings.run.intent_skew * 1000) / 1000
+    want = int(state.get("cnt") or 0)
+    candidates: list[MessageBatch] = []
+    for batch in rt.api(account).iter_batches(limit=100):
+        if batch.created_at.timestamp() < since:
+            break
+        if batch.total != want:
+            continue
+        if rt.redis.sismember(rt.keys.known_batches(account), batch.id):
+            continue
+        candidates.append(batch)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda b: b.created_at)
+
+
+def record(rt: Runtime, account: str, asm: str, batch: MessageBatch) -> str:
+    first_poll = int(rt.settings.poll.min_interval * 1000)
+    code, bid = rt.scripts.record(
+        args=[rt.keys.tag(account), rt.keys.prefix, account, asm, batch.id, first_poll]
+    )
+    if int(code) < 0:
+        log.error(
+            "assembly already holds another batch",
+            account=account,
+            assembly=asm,
+            batch_id=text(bid),
+            other=batch.id,
+        )
+        return "conflict"
+    log.info("batch recorded", account=account, assembly=asm, batch_id=batch.id)
+    rt.enqueue("poll", account, asm, delay=jittered(rt.settings.poll.min_interval))
+    return "submitted"
+
+
+# -- poll ------------------------------------------------------------------------------------
+
+
+def poll_interval(rt: Runtime, polls: int) -> float:
+    p = rt.settings.poll
+    return jittered(min(p.max_interval, p.min_interval * p.factor**polls), p.jitter)
+
+
+def poll(rt: Runtime, account: str, asm: str, state: dict[str, str]) -> str:
+    """Retrieve the batch; when it has ended, hand it to fan-out, else come back later."""
+    bid = state["bid"]
+    polls = int(state.get("polls") or 0)
+    bound = log.bind(account=account, assembly=asm, batch_id=bid)
+    try:
+        batch = rt.api(account).retrieve(bid)
+    except NotFoundError:
+        bound.error("batch vanished from the API; its requests end errored")
+        fail_all(rt, account, asm, bid, "not_found_error", "the batch vanished from the API")
+        return "vanished"
+    except APIError as exc:
+        delay = exc.retry_after or poll_interval(rt, polls)
+        bound.warning("poll failed; trying again", error=str(exc), retry_in=delay)
+        rt.enqueue("poll", account, asm, delay=delay)
+        return "retry"
+    ak = rt.keys.assembly(account, asm)
+    if batch.processing_status != "ended":
+        rt.redis.hset(ak, "polls", polls + 1)
+        rt.enqueue("poll", account, asm, delay=poll_interval(rt, polls + 1))
+        return batch.processing_status
+    if batch.archived_at is not None:
+        bound.error("batch results were archived before fan-out; its requests end errored")
+        fail_all(rt, account, asm, bid, "results_archived", "the batch's results were archived")
+        return "archived"
+    c = batch.request_counts
+    rt.redis.hset(
+        ak,
+        mapping={
+            "st": "ended",
+            "succeeded": c.succeeded,
+            "errored": c.errored,
+            "canceled": c.canceled,
+            "expired": c.expired,
+        },
+    )
+    bound.info("batch ended", succeeded=c.succeeded, errored=c.errored, expired=c.expired)
+    rt.enqueue("fanout", account, asm)
+    return "ended"
+
+
+# -- fan-out ---------------------------------------------------------------------------------
+
+
+def classify(rt: Runtime, result: Any, operator_canceled: bool) -> str:
+    """ok | err | retry | canceled | expired, by the retry policy."""
+    policy = rt.settings.retry
+    kind = result.get("type") if isinstance(result, dict) else None
+    if kind == "succeeded":
+        return "ok"
+    if kind == "errored":
+        err = result.get("error")
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+        etype = err.get("type") if isinstance(err, dict) else None
+        return "retry" if etype in policy.retry_error_types else "err"
+    if kind == "expired":
+        return "retry" if policy.retry_expired else "expired"
+    if kind == "canceled":
+        return "retry" if policy.retry_canceled and not operator_canceled else "canceled"
+    return "err"
+
+
+def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lease) -> str:
+    """Stream the results and apply each line in one atomic transition; resumable."""
+    bid = state["bid"]
+    bound = log.bind(account=account, assembly=asm, batch_id=bid)
+    op_canceled = state.get("opcancel") == "1"
+    head = [
+        rt.keys.tag(account),
+        rt.keys.prefix,
+        account,
+        asm,
+        bid,
+        int(rt.settings.retention * 1000),
+        rt.settings.retry.max_attempts,
+    ]
+    totals = [0, 0, 0]
+    unknown = 0
+    args: list[Any] = []
+    applied_chunks = 0
+
+    def apply() -> None:
+        nonlocal applied_chunks
+        if args:
+            out = rt.scripts.fanout(args=head + args)
+            for i in range(3):
+                totals[i] += int(out[i])
+            args.clear()
+            applied_chunks += 1
+            if applied_chunks == 1:
+                crash_point("mid_fanout")
+            if held.lost.is_set():
+                raise LostLease("assembly lease lost during fan-out")
+
+    try:
+        for line in rt.api(account).results(bid):
+            token = line.custom_id
+            if len(token) != 26:
+                unknown += 1
+                continue
+            cls = classify(rt, line.result, op_canceled)
+            args.extend((token, cls, orjson.dumps(line.result)))
+            if len(args) >= FANOUT_CHUNK * 3:
+                apply()
+        apply()
+    except NotFoundError:
+        bound.error("batch results are gone; its requests end errored")
+        fail_all(rt, account, asm, bid, "not_found_error", "the batch's results are gone")
+        return "vanished"
+    except APIError as exc:
+        bound.warning("results stream failed; fan-out resumes later", error=str(exc))
+        rt.enqueue("fanout", account, asm, delay=jittered(exc.retry_after or 5.0))
+        return "retry"
+    missing = sweep_assembly(
+        rt, account, asm, "missing", _error_result("missing_result", "no line in the batch results")
+    )
+    rt.scripts.close(args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000)])
+    bound.info(
+        "fan-out done",
+        ended=totals[0],
+        requeued=totals[1],
+        ignored_lines=totals[2] + unknown,
+        missing=missing,
+    )
+    return "done"
+
+
+def _tokens(rt: Runtime, account: str, asm: str) -> Iterator[list[str]]:
+    ek = rt.keys.assembly_entries(account, asm)
+    start = 0
+    while True:
+        entries = rt.redis.lrange(ek, start, start + ENTRY_CHUNK - 1)
+        if not entries:
+            return
+        start += len(entries)
+        yield [text(e).split(" ", 1)[0] for e in entries]
+
+
+def sweep_assembly(rt: Runtime, account: str, asm: str, script: str, result: bytes) -> int:
+    """Send every request still in the assembly round again (or dead past the cap)."""
+    bid = rt.redis.hget(rt.keys.assembly(account, asm), "bid")
+    n = 0
+    for tokens in _tokens(rt, account, asm):
+        out = getattr(rt.scripts, script)(
+            args=[
+                rt.keys.tag(account),
+                rt.keys.prefix,
+                account,
+                asm,
+                text(bid),
+                int(rt.settings.retention * 1000),
+                rt.settings.retry.max_attempts,
+                result,
+                *tokens,
+            ]
+        )
+        n += int(out[0]) + int(out[1])
+    return n
+
+
+def release_all(rt: Runtime, account: str, asm: str, result: bytes) -> None:
+    """The API refused the batch: its requests go round again (or dead past the cap)."""
+    sweep_assembly(rt, account, asm, "missing", result)
+    rt.scripts.close(args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000)])
+
+
+def fail_all(rt: Runtime, account: str, asm: str, bid: str, etype: str, message: str) -> None:
+    """End every request still in the assembly `errored` (its batch's results cannot be had).
+
+    They are not sent again: the batch may have been billed.
+    """
+    result = _error_result(etype, message)
+    for tokens in _tokens(rt, account, asm):
+        rt.scripts.fail_all(
+            args=[
+                rt.keys.tag(account),
+                rt.keys.prefix,
+                account,
+                asm,
+                bid,
+                int(rt.settings.retention * 1000),
+                "errored",
+                result,
+                *tokens,
+            ]
+        )
+    rt.scripts.close(args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000)])
+
+
+def _error_result(etype: str, message: str) -> bytes:
+    return orjson.dumps(
+        {"type": "errored", "error": {"type": "error", "error": {"type": etype, "message": message}}}
+    )
+
+
+def request_account(rid: str) -> str:
+    return split_request_id(rid)[0]

@@ -1,0 +1,86 @@
+"""Connections to batchd's Redis and checks on how safely that Redis keeps data.
+
+One place builds clients (sync and asyncio) from a URL, and one place reads the server's
+persistence and eviction settings and says, naming the setting, where they can lose requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from batchd.keys import Keys
+from batchd.logs import get_logger
+from batchd.settings import Settings
+
+log = get_logger("batchd.store")
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A sync client; connections are checked before reuse so a Redis restart heals itself."""
+    kwargs.setdefault("health_check_interval", 30)
+    if not url.startswith("unix:"):
+        kwargs.setdefault("socket_keepalive", True)
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def connect_async(url: str, **kwargs: Any) -> aredis.Redis:
+    kwargs.setdefault("health_check_interval", 30)
+    return aredis.Redis.from_url(url, **kwargs)
+
+
+def durability_warnings(client: redis.Redis) -> list[str]:
+    """Each way this Redis can lose acknowledged requests, as a sentence naming the setting."""
+    problems: list[str] = []
+    try:
+        conf: dict[str, Any] = {}
+        for name in ("appendonly", "appendfsync", "maxmemory-policy", "save"):
+            conf.update(client.config_get(name))
+    except redis.ResponseError:
+        return ["cannot read the server's configuration (CONFIG is disabled); check by hand that "
+                "appendonly is yes and maxmemory-policy is noeviction"]
+    def val(name: str) -> str:
+        v = conf.get(name, "")
+        return v.decode() if isinstance(v, bytes) else str(v)
+    if val("appendonly") != "yes":
+        problems.append(
+            "appendonly is " + (val("appendonly") or "no") + ": a Redis crash or restart loses "
+            "every request since the last snapshot; set `appendonly yes`"
+        )
+    elif val("appendfsync") == "no":
+        problems.append("appendfsync is no: a crash can lose up to ~30 s of accepted requests; "
+                        "use `appendfsync everysec` (1 s) or `always` (none)")
+    policy = val("maxmemory-policy")
+    if policy and policy != "noeviction":
+        problems.append(f"maxmemory-policy is {policy}: Redis may evict requests and results "
+                        "under memory pressure; set `maxmemory-policy noeviction`")
+    return problems
+
+
+def warn_durability(client: redis.Redis) -> list[str]:
+    problems = durability_warnings(client)
+    for p in problems:
+        log.warning("redis may lose data", problem=p)
+    return problems
+
+
+def publish_accounts(client: redis.Redis, keys: Keys, settings: Settings) -> None:
+    """Tell producers which accounts the daemon serves, so they can refuse unknown ones."""
+    k = keys.accounts()
+    pipe = client.pipeline()
+    pipe.sadd(k, *settings.accounts)
+    pipe.execute()
+
+
+def server_time_ms(client: redis.Redis) -> int:
+    sec, usec = client.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def text(value: Any) -> str:
+    """Redis bytes (or None) to str."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,190 @@
+"""What can be known about a request at submit time, checked before anything is stored.
+
+`prepare` turns a producer's submit into the exact bytes batchd keeps, or raises a clear
+`InvalidRequestError` / `RequestTooLargeError` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from batchd.errors import InvalidRequestError, RequestTooLargeError
+from batchd.settings import ACCOUNT_NAME, Settings
+
+#: Bytes a request adds to a batch body besides its params: `{"custom_id":"<26>","params":}`.
+FRAMING = len('{"custom_id":"","params":}') + 26
+#: Bytes of the body's own envelope: `{"requests":[` and `]}`.
+BODY_ENVELOPE = len('{"requests":[]}')
+
+_REPLY_TO = re.compile(r"^[A-Za-z0-9_.:/@-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated request, encoded as it will be stored."""
+
+    account: str
+    priority: int
+    params: bytes
+    size: int  # framed size in a batch body
+    key: str | None
+    key_digest: str
+    key_json: str
+    reply_to: str
+    callback_url: str
+    metadata: str
+
+
+def encode_json(value: Any, field: str) -> bytes:
+    """Compact UTF-8 JSON, refusing what JSON cannot carry (NaN, lone surrogates, objects)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{field}: contains text that is not valid Unicode (a lone surrogate?)", field=field
+        ) from exc
+    except ValueError as exc:
+        raise InvalidRequestError(f"{field}: {exc} (NaN and Infinity are not JSON)", field=field) from exc
+    except TypeError as exc:
+        raise InvalidRequestError(f"{field}: not JSON-serialisable: {exc}", field=field) from exc
+    except RecursionError as exc:
+        raise InvalidRequestError(f"{field}: nested too deeply", field=field) from exc
+
+
+def key_digest(key: str) -> str:
+    """The digest under which an idempotency key is stored (SHA-1 of its UTF-8, as Lua computes)."""
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def check_params(params: Any) -> None:
+    if not isinstance(params, Mapping):
+        raise InvalidRequestError(
+            f"params: must be a JSON object, got {type(params).__name__}", field="params"
+        )
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("params.model: required, a non-empty string", field="params.model")
+    max_tokens = params.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequestError(
+            "params.max_tokens: required, an integer >= 1", field="params.max_tokens"
+        )
+    messages = params.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError(
+            "params.messages: required, a non-empty list", field="params.messages"
+        )
+    if params.get("stream") is True:
+        raise InvalidRequestError(
+            "params.stream: streaming is not available in batches; remove `stream`",
+            field="params.stream",
+        )
+    for k in params:
+        if not isinstance(k, str):
+            raise InvalidRequestError(f"params: keys must be strings, got {k!r}", field="params")
+
+
+def prepare(
+    settings: Settings,
+    params: Any,
+    *,
+    account: str | None = None,
+    priority: int = 0,
+    key: str | None = None,
+    reply_to: str | None = None,
+    callback_url: str | None = None,
+    metadata: Any = None,
+    known_accounts: frozenset[str] | None = None,
+) -> Prepared:
+    """Validate one submit and encode it; raises a SubmitError subclass naming the field."""
+    sub = settings.submit
+    account = settings.default_account if account is None else account
+    if not isinstance(account, str) or not ACCOUNT_NAME.match(account):
+        raise InvalidRequestError(
+            f"account: must match {ACCOUNT_NAME.pattern}, got {account!r}", field="account"
+        )
+    if known_accounts and account not in known_accounts:
+        raise InvalidRequestError(
+            f"account: {account!r} is not configured on the daemon "
+            f"(known: {', '.join(sorted(known_accounts))})",
+            field="account",
+        )
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidRequestError("priority: must be an integer", field="priority")
+    if not 0 <= priority < sub.priorities:
+        raise InvalidRequestError(
+            f"priority: must be between 0 and {sub.priorities - 1}, got {priority}",
+            field="priority",
+        )
+    check_params(params)
+    body = encode_json(params, "params")
+    size = len(body) + FRAMING
+    limit = settings.batch.max_bytes - BODY_ENVELOPE
+    if size > limit:
+        raise RequestTooLargeError(
+            f"params: the encoded request is {size} bytes; a batch holds at most {limit}",
+            field="params",
+        )
+    key_json = digest = ""
+    if key is not None:
+        if not isinstance(key, str) or not key:
+            raise InvalidRequestError("key: must be a non-empty string", field="key")
+        if len(key) > sub.max_key_length:
+            raise InvalidRequestError(
+                f"key: at most {sub.max_key_length} characters, got {len(key)}", field="key"
+            )
+        key_json = encode_json(key, "key").decode()
+        digest = key_digest(key)
+    if reply_to is not None:
+        if (
+            not isinstance(reply_to, str)
+            or not reply_to
+            or len(reply_to) > sub.max_reply_to_length
+            or not _REPLY_TO.match(reply_to)
+        ):
+            raise InvalidRequestError(
+                f"reply_to: 1 to {sub.max_reply_to_length} characters of "
+                "letters, digits and _.:/@-",
+                field="reply_to",
+            )
+    cb = ""
+    if callback_url is not None:
+        cb = check_callback(callback_url, settings)
+    md = ""
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise InvalidRequestError("metadata: must be a JSON object", field="metadata")
+        encoded = encode_json(metadata, "metadata")
+        if len(encoded) > sub.max_metadata_bytes:
+            raise InvalidRequestError(
+                f"metadata: at most {sub.max_metadata_bytes} bytes encoded, got {len(encoded)}",
+                field="metadata",
+            )
+        md = encoded.decode()
+    return Prepared(
+        account=account,
+        priority=priority,
+        params=body,
+        size=size,
+        key=key,
+        key_digest=digest,
+        key_json=key_json,
+        reply_to=reply_to or "",
+        callback_url=cb,
+        metadata=md,
+    )
+
+
+def check_callback(url: Any, settings: Settings) -> str:
+    """Check a callback URL at submit time (scheme, host, length)."""
+    if not isinstance(url, str):
+        raise InvalidRequestError("callback_url: must be a string", field="callback_url")
+    from batchd.webhooks.urls import check_callback_url
+
+    return check_callback_url(url, settings)
