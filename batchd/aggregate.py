@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from batchd.keys import new_token
 from batchd.logs import get_logger
-from batchd.runtime import Runtime, lease
+from batchd.runtime import Runtime, crash_point, lease
 from batchd.store import text
 from batchd.validate import BODY_ENVELOPE
 
@@ -89,6 +89,7 @@ def cut(rt: Runtime, account: str, priority: int, reason: str) -> str | None:
     count, clen = claim(rt, account, priority, asm)
     if count == 0:
         return None
+    crash_point("after_claim")
     log.info(
         "lane cut",
         lane=f"{account}/{priority}",

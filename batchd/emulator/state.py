@@ -12,7 +12,7 @@ import string
 import time
 from array import array
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from batchd.emulator.config import EmulatorConfig, workspace_id_for
@@ -34,12 +34,14 @@ EXPIRED = 3
 OUTCOME_NAMES = ("succeeded", "errored", "canceled", "expired")
 
 _ALPHABET = string.ascii_letters + string.digits
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def rfc3339(t: float) -> str:
     """Emulated epoch seconds as the API writes times: UTC, microseconds, `Z`."""
-    stamp = datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
-    return stamp.replace("+00:00", "Z")
+    # Whole microseconds first: float sums like created + 0.1 must not lose one to truncation.
+    stamp = _EPOCH + timedelta(microseconds=round(t * 1_000_000))
+    return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def random_id(prefix: str, length: int = 24) -> str:
