@@ -334,6 +334,7 @@ class Emulator:
         self.workspaces = {key: Workspace(key) for key in self.config.api_keys}
         self.injector = FaultInjector(self.config.profile)
         self.clock.set_scale(self.config.clock_scale)
+        self.sequence = 0
 
     def now(self) -> float:
         return self.clock.now()
