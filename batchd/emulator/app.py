@@ -27,8 +27,8 @@ from batchd.emulator.state import ApiFailure, Emulator, Workspace, random_id, rf
 from batchd.errors import ConfigError
 
 EMULATOR = web.AppKey("emulator", Emulator)
-REQUEST_ID = "request_id"
-BODY = "body"
+REQUEST_ID = web.RequestKey("request_id", str)
+BODY = web.RequestKey("body", bytearray)
 BATCHES = "/v1/messages/batches"
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def test_crlf_split_across_chunks(emu: EmulatorProcess, http: httpx.Client) -> N
     emu.set_profile({"results_crlf": True, "results_split_crlf": True})
     with http.stream("GET", f"/v1/messages/batches/{batch_id}/results") as response:
         chunks = list(response.iter_raw())
-    pairs = zip(chunks, chunks[1:], strict=False)
+    pairs = itertools.pairwise(chunks)
     assert any(a.endswith(b"\r") and b.startswith(b"\n") for a, b in pairs)
     assert b"".join(chunks).count(b"\r\n") == 1500
 
