@@ -1,0 +1,462 @@
+"""Submit: one atomic round trip that stores a request in its lane, or a refusal storing nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from batchd import (
+    Client,
+    InvalidRequestError,
+    RequestTooLargeError,
+    Settings,
+    SubmitError,
+    SubmitItem,
+    Ticket,
+)
+from batchd.keys import Keys
+from batchd.store import publish_accounts, text
+from batchd.validate import key_digest
+from tests.pipeline import ACCOUNT, Flow, compact, framed, params, token_of
+
+MakeClient = Callable[..., Client]
+
+
+def lane(r: redis.Redis, priority: int = 0, account: str = ACCOUNT) -> tuple[int, int]:
+    """(count, bytes) of a lane's stats."""
+    count, nbytes = r.hmget(Keys().lane_stats(account, priority), "count", "bytes")
+    return int(count or 0), int(nbytes or 0)
+
+
+def pending(r: redis.Redis, priority: int = 0, account: str = ACCOUNT) -> list[str]:
+    """Tokens in a lane's pending list, head first."""
+    entries = r.lrange(Keys().pending(account, priority), 0, -1)
+    return [text(e).split(" ")[0] for e in entries]
+
+
+def command_calls(r: redis.Redis) -> dict[str, int]:
+    """Calls per command the server has run so far (commands run by scripts included)."""
+    stats = r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+#: What the SUBMIT script runs inside Redis; anything else would be another round trip.
+SUBMIT_SCRIPT_COMMANDS = {"get", "time", "hset", "rpush", "hincrby", "sadd", "set"}
+
+
+def deep(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# -- storing --------------------------------------------------------------------------------
+
+
+def test_submit_returns_a_ticket_with_the_request_id(client: Client) -> None:
+    """A submit returns a Ticket naming the account and a 26-character token."""
+    ticket = client.submit(params(), key="order-1")
+    assert isinstance(ticket, Ticket)
+    assert ticket.id.startswith("default.")
+    assert len(token_of(ticket.id)) == 26
+    assert ticket.key == "order-1"
+    assert ticket.duplicate is False
+
+
+def test_submit_stores_the_record_and_a_pending_entry(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    """The record holds the encoded params, options and state; the lane holds its entry."""
+    p = params("héllo ☃")
+    ticket = client.submit(
+        p, key="k1", reply_to="svc.replies", priority=3, metadata={"user": "ü", "n": 1}
+    )
+    token = token_of(ticket.id)
+    rec = {text(k): v for k, v in redis_client.hgetall(Keys().request(ACCOUNT, token)).items()}
+    assert rec["p"] == compact(p)
+    assert int(rec["n"]) == framed(p)
+    assert rec["st"] == b"pending"
+    assert rec["pr"] == b"3"
+    assert rec["at"] == b"0"
+    assert rec["k"] == compact("k1")
+    assert rec["rt"] == b"svc.replies"
+    assert rec["md"] == compact({"user": "ü", "n": 1})
+    [entry] = redis_client.lrange(Keys().pending(ACCOUNT, 3), 0, -1)
+    assert text(entry) == f"{token} {framed(p)} {text(rec['eq'])}"
+    assert redis_client.sismember(Keys().lanes(ACCOUNT), "3")
+
+
+def test_new_request_is_pending(client: Client) -> None:
+    """`get` of a request just submitted says pending, no attempts, no batch, no result."""
+    ticket = client.submit(params())
+    state = client.get(ticket.id)
+    assert (state.state, state.attempts, state.batch_id, state.result) == ("pending", 0, None, None)
+    assert state.terminal is False
+
+
+def test_lane_stats_count_requests_and_their_framed_bytes(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    """Lane bytes are the compact UTF-8 JSON of each request's params plus 52 bytes of framing."""
+    bodies = [params("a"), params("ü" * 50), params("😀", temperature=0.5, system="be brief")]
+    for p in bodies:
+        client.submit(p)
+    expected = sum(len(compact(p)) + 52 for p in bodies)
+    assert lane(redis_client) == (3, expected)
+
+
+def test_lanes_are_kept_apart_by_priority(client: Client, redis_client: redis.Redis) -> None:
+    """Each priority has its own pending list and stats."""
+    a = client.submit(params(), priority=0)
+    b = client.submit(params(), priority=9)
+    assert pending(redis_client, 0) == [token_of(a.id)]
+    assert pending(redis_client, 9) == [token_of(b.id)]
+    assert lane(redis_client, 9) == (1, framed(params()))
+
+
+def test_submit_is_one_round_trip(client: Client, redis_client: redis.Redis) -> None:
+    """Once the script is loaded, a submit is one EVALSHA and nothing else from the client."""
+    client.submit(params())
+    before = command_calls(redis_client)
+    client.submit(params(), key="one-trip", reply_to="q", metadata={"a": 1})
+    after = command_calls(redis_client)
+    changed = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    assert changed.pop("evalsha") == 1
+    changed.pop("info", None)
+    assert set(changed) <= SUBMIT_SCRIPT_COMMANDS
+
+
+def test_pending_entries_keep_submit_order(client: Client, redis_client: redis.Redis) -> None:
+    """The lane is first in, first out."""
+    ids = [client.submit(params(str(i))).id for i in range(5)]
+    assert pending(redis_client) == [token_of(i) for i in ids]
+
+
+# -- idempotency ----------------------------------------------------------------------------
+
+
+def test_same_key_returns_the_first_ticket_as_duplicate(client: Client) -> None:
+    """A repeated key gets the first request's id back with duplicate=True."""
+    first = client.submit(params("one"), key="order-42")
+    again = client.submit(params("two"), key="order-42")
+    assert again == Ticket(id=first.id, key="order-42", duplicate=True)
+
+
+def test_same_key_enqueues_nothing(client: Client, redis_client: redis.Redis) -> None:
+    """A repeated key adds no record, no entry and no bytes."""
+    client.submit(params("one"), key="order-42")
+    size = redis_client.dbsize()
+    stats = lane(redis_client)
+    client.submit(params("two, longer"), key="order-42")
+    assert redis_client.dbsize() == size
+    assert lane(redis_client) == stats
+    assert len(pending(redis_client)) == 1
+
+
+def test_keys_are_per_account(
+    make_client: MakeClient, make_settings: Callable[..., Settings]
+) -> None:
+    """The same key under another account is another request."""
+    s = make_settings(accounts={"default": {}, "other": {}})
+    c = make_client(s)
+    a = c.submit(params(), key="k")
+    b = c.submit(params(), key="k", account="other")
+    assert not b.duplicate
+    assert a.id != b.id
+    assert b.id.startswith("other.")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "naïve ключ 鍵 😀",
+        "with spaces and\ttabs\nand newlines",
+        'quotes " and \\ backslashes / slashes',
+        "nul \x00 and del \x7f",
+        "x" * 256,
+        "é" * 256,
+        "{braces}",
+    ],
+    ids=["unicode", "whitespace", "json-escapes", "control", "256-ascii", "256-unicode", "braces"],
+)
+def test_arbitrary_keys_deduplicate(client: Client, key: str) -> None:
+    """Any string of up to 256 characters works as an idempotency key."""
+    first = client.submit(params(), key=key)
+    again = client.submit(params(), key=key)
+    assert again.duplicate and again.id == first.id
+    assert not client.submit(params(), key=key + "!" if len(key) < 256 else key[:-1]).duplicate
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["naïve ключ 鍵 😀", 'nul \x00 \u2028 \\ "', "é" * 256],
+    ids=["unicode", "escapes", "256-unicode"],
+)
+def test_key_round_trips_and_expires_with_the_result(
+    client: Client, flow: Flow, redis_client: redis.Redis, key: str
+) -> None:
+    """The envelope carries the key unchanged, and the key's entry gets the result's retention."""
+    ticket = client.submit(params(), key=key)
+    kk = Keys().idempotency(ACCOUNT, key_digest(key))
+    assert redis_client.pttl(kk) == -1
+    flow.end(ticket.id)
+    assert client.wait(ticket.id, timeout=5).key == key
+    assert 0 < redis_client.pttl(kk) <= int(client.settings.retention * 1000)
+
+
+def test_key_over_the_limit_is_refused(client: Client, redis_client: redis.Redis) -> None:
+    """A key of 257 characters is refused, naming the field."""
+    with pytest.raises(InvalidRequestError) as info:
+        client.submit(params(), key="k" * 257)
+    assert info.value.field == "key"
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["svc/replies:v1@host-a_b.c", "r" * 200, "1"], ids=["punctuation", "200", "one"]
+)
+def test_reply_to_names_work(client: Client, flow: Flow, name: str) -> None:
+    """Reply queue names of letters, digits and _.:/@- up to 200 characters get their results."""
+    ticket = client.submit(params(), reply_to=name)
+    flow.end(ticket.id)
+    got = next(client.replies(name, timeout=5))
+    assert got.id == ticket.id
+
+
+# -- refusals -------------------------------------------------------------------------------
+
+BASE = params()
+
+
+def without(field: str) -> dict[str, Any]:
+    return {k: v for k, v in BASE.items() if k != field}
+
+
+REFUSALS: list[Any] = [
+    pytest.param({"params": []}, "params", id="params-list"),
+    pytest.param({"params": "hello"}, "params", id="params-str"),
+    pytest.param({"params": None}, "params", id="params-none"),
+    pytest.param({"params": without("model")}, "params.model", id="no-model"),
+    pytest.param({"params": {**BASE, "model": ""}}, "params.model", id="empty-model"),
+    pytest.param({"params": {**BASE, "model": 5}}, "params.model", id="model-int"),
+    pytest.param({"params": without("max_tokens")}, "params.max_tokens", id="no-max-tokens"),
+    pytest.param({"params": {**BASE, "max_tokens": 0}}, "params.max_tokens", id="max-tokens-0"),
+    pytest.param({"params": {**BASE, "max_tokens": -1}}, "params.max_tokens", id="max-tokens-neg"),
+    pytest.param(
+        {"params": {**BASE, "max_tokens": True}}, "params.max_tokens", id="max-tokens-bool"
+    ),
+    pytest.param(
+        {"params": {**BASE, "max_tokens": 5.0}}, "params.max_tokens", id="max-tokens-float"
+    ),
+    pytest.param({"params": {**BASE, "max_tokens": "5"}}, "params.max_tokens", id="max-tokens-str"),
+    pytest.param({"params": without("messages")}, "params.messages", id="no-messages"),
+    pytest.param({"params": {**BASE, "messages": []}}, "params.messages", id="empty-messages"),
+    pytest.param({"params": {**BASE, "messages": "hi"}}, "params.messages", id="messages-str"),
+    pytest.param({"params": {**BASE, "stream": True}}, "params.stream", id="stream"),
+    pytest.param({"params": {**BASE, "temperature": float("nan")}}, "params", id="nan"),
+    pytest.param({"params": {**BASE, "temperature": float("inf")}}, "params", id="infinity"),
+    pytest.param({"params": params("lone \ud800 surrogate")}, "params", id="lone-surrogate"),
+    pytest.param({"params": {**BASE, "system": object()}}, "params", id="non-json-object"),
+    pytest.param({"params": {**BASE, "system": {1, 2}}}, "params", id="set"),
+    pytest.param({"params": {**BASE, 7: "x"}}, "params", id="non-str-key"),
+    pytest.param({"params": params(deep(10_000))}, "params", id="deep-nesting"),  # type: ignore[arg-type]
+    pytest.param({"metadata": ["a"]}, "metadata", id="metadata-list"),
+    pytest.param({"metadata": "a"}, "metadata", id="metadata-str"),
+    pytest.param({"metadata": {"a": "x" * 4096}}, "metadata", id="metadata-too-large"),
+    pytest.param({"metadata": {"a": float("nan")}}, "metadata", id="metadata-nan"),
+    pytest.param({"reply_to": ""}, "reply_to", id="reply-to-empty"),
+    pytest.param({"reply_to": "has space"}, "reply_to", id="reply-to-space"),
+    pytest.param({"reply_to": "ünïcode"}, "reply_to", id="reply-to-unicode"),
+    pytest.param({"reply_to": "{tag}"}, "reply_to", id="reply-to-braces"),
+    pytest.param({"reply_to": "r" * 201}, "reply_to", id="reply-to-201"),
+    pytest.param({"reply_to": 5}, "reply_to", id="reply-to-int"),
+    pytest.param(
+        {"reply_to": "replies\n"},
+        "reply_to",
+        id="reply-to-trailing-newline",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="bug: validate._REPLY_TO uses match() with `$`, which accepts a trailing \\n",
+        ),
+    ),
+    pytest.param({"priority": -1}, "priority", id="priority-negative"),
+    pytest.param({"priority": 10}, "priority", id="priority-too-high"),
+    pytest.param({"priority": True}, "priority", id="priority-bool"),
+    pytest.param({"priority": "1"}, "priority", id="priority-str"),
+    pytest.param({"priority": 1.0}, "priority", id="priority-float"),
+    pytest.param({"account": "bad name"}, "account", id="account-space"),
+    pytest.param({"account": ""}, "account", id="account-empty"),
+    pytest.param({"account": "a" * 33}, "account", id="account-33"),
+    pytest.param(
+        {"account": "default\n"},
+        "account",
+        id="account-trailing-newline",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="bug: ACCOUNT_NAME.match() with `$` accepts 'default\\n'; the request is "
+            "stored in a lane no aggregator serves",
+        ),
+    ),
+    pytest.param({"key": ""}, "key", id="key-empty"),
+    pytest.param({"key": 5}, "key", id="key-int"),
+    pytest.param({"key": "bad \ud800"}, "key", id="key-lone-surrogate"),
+    pytest.param({"callback_url": "ftp://example.com/hook"}, "callback_url", id="cb-ftp"),
+    pytest.param({"callback_url": "http://"}, "callback_url", id="cb-no-host"),
+    pytest.param({"callback_url": "https:///path"}, "callback_url", id="cb-empty-host"),
+    pytest.param({"callback_url": "example.com/hook"}, "callback_url", id="cb-no-scheme"),
+    pytest.param({"callback_url": "https://u:p@example.com/"}, "callback_url", id="cb-userinfo"),
+    pytest.param({"callback_url": "https://exa mple.com/"}, "callback_url", id="cb-space"),
+    pytest.param({"callback_url": "https://example.com:0/"}, "callback_url", id="cb-port-0"),
+    pytest.param(
+        {"callback_url": "https://example.com/" + "a" * 2048}, "callback_url", id="cb-too-long"
+    ),
+    pytest.param({"callback_url": 5}, "callback_url", id="cb-int"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), REFUSALS)
+def test_invalid_submit_is_refused_storing_nothing(
+    client: Client, redis_client: redis.Redis, kwargs: dict[str, Any], field: str
+) -> None:
+    """An invalid field raises InvalidRequestError naming it, and Redis is left as it was."""
+    kwargs = {"params": BASE, **kwargs}
+    p = kwargs.pop("params")
+    with pytest.raises(InvalidRequestError) as info:
+        client.submit(p, **kwargs)
+    assert info.value.field == field
+    assert redis_client.dbsize() == 0
+
+
+def test_request_larger_than_a_batch_is_refused(
+    make_client: MakeClient, make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """Params that cannot fit in a batch of max_bytes raise RequestTooLargeError; nothing stored."""
+    c = make_client(make_settings(batch={"max_bytes": 1024}))
+    with pytest.raises(RequestTooLargeError) as info:
+        c.submit(params("x" * 1024))
+    assert info.value.field == "params"
+    assert isinstance(info.value, SubmitError)
+    assert redis_client.dbsize() == 0
+
+
+def test_request_exactly_filling_a_batch_is_accepted(
+    make_client: MakeClient, make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """A request whose one-request body is exactly max_bytes fits; one byte more does not."""
+    c = make_client(make_settings(batch={"max_bytes": 1024}))
+    room = 1024 - len('{"requests":[]}') - framed(params(""))
+    c.submit(params("y" * room))
+    assert lane(redis_client) == (1, 1024 - len('{"requests":[]}'))
+    with pytest.raises(RequestTooLargeError):
+        c.submit(params("y" * (room + 1)))
+
+
+def test_unknown_account_is_refused_once_accounts_are_published(
+    make_client: MakeClient, settings: Settings, redis_client: redis.Redis
+) -> None:
+    """When the daemon has published its accounts, a producer refuses any other account."""
+    publish_accounts(redis_client, Keys(), settings)
+    size = redis_client.dbsize()
+    c = make_client()
+    with pytest.raises(InvalidRequestError) as info:
+        c.submit(params(), account="elsewhere")
+    assert info.value.field == "account"
+    assert "elsewhere" in str(info.value)
+    assert redis_client.dbsize() == size
+
+
+def test_published_account_is_accepted(
+    make_client: MakeClient, settings: Settings, redis_client: redis.Redis
+) -> None:
+    """A configured account is accepted once the accounts are published."""
+    publish_accounts(redis_client, Keys(), settings)
+    assert make_client().submit(params(), account="default").id.startswith("default.")
+
+
+def test_valid_callback_url_is_stored(client: Client, redis_client: redis.Redis) -> None:
+    """An https callback URL is accepted and kept on the record."""
+    ticket = client.submit(params(), callback_url="https://hooks.example.com/batchd?x=1")
+    cb = redis_client.hget(Keys().request(ACCOUNT, token_of(ticket.id)), "cb")
+    assert cb == b"https://hooks.example.com/batchd?x=1"
+
+
+# -- submit_many ----------------------------------------------------------------------------
+
+
+def test_submit_many_reports_each_outcome_in_order(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    """Good and bad items mixed: tickets and SubmitErrors in item order; the good ones stored."""
+    outcomes = client.submit_many(
+        [
+            {"params": params("a")},
+            {"params": params(), "priority": 99},
+            SubmitItem(params("b"), key="kb"),
+            {"params": {"model": "m"}},
+            {"params": params("c"), "reply_to": "bad name"},
+            {"params": params("d"), "metadata": {"n": 4}},
+        ]
+    )
+    assert [type(o).__name__ for o in outcomes] == [
+        "Ticket",
+        "InvalidRequestError",
+        "Ticket",
+        "InvalidRequestError",
+        "InvalidRequestError",
+        "Ticket",
+    ]
+    assert [o.field for o in outcomes if isinstance(o, SubmitError)] == [
+        "priority",
+        "params.max_tokens",
+        "reply_to",
+    ]
+    tickets = [o for o in outcomes if isinstance(o, Ticket)]
+    assert pending(redis_client) == [token_of(t.id) for t in tickets]
+    assert tickets[1].key == "kb"
+    assert all(client.get(t.id).state == "pending" for t in tickets)
+
+
+def test_submit_many_refuses_malformed_items(client: Client, redis_client: redis.Redis) -> None:
+    """Items that are not SubmitItems or mappings, or carry unknown fields, fail in their place."""
+    outcomes = client.submit_many([42, {"params": params(), "colour": "red"}, {"key": "k"}])
+    assert all(isinstance(o, InvalidRequestError) for o in outcomes)
+    assert [o.field for o in outcomes if isinstance(o, SubmitError)] == ["item", "item", "params"]
+    assert redis_client.dbsize() == 0
+
+
+def test_submit_many_sends_in_chunks(client: Client, redis_client: redis.Redis) -> None:
+    """2,500 items go in several pipelined chunks, every one stored, in order."""
+    outcomes = client.submit_many(({"params": params(str(i))} for i in range(2_500)), chunk=1_000)
+    assert all(isinstance(o, Ticket) and not o.duplicate for o in outcomes)
+    tokens = [token_of(o.id) for o in outcomes if isinstance(o, Ticket)]
+    assert len(set(tokens)) == 2_500
+    assert pending(redis_client) == tokens
+    assert lane(redis_client) == (2_500, sum(framed(params(str(i))) for i in range(2_500)))
+
+
+def test_submit_many_deduplicates_keys_within_one_call(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    """The second item with a key already used in the same call is a duplicate of the first."""
+    outcomes = client.submit_many(
+        [
+            {"params": params("a"), "key": "same"},
+            {"params": params("b"), "key": "other"},
+            {"params": params("c"), "key": "same"},
+        ]
+    )
+    first, other, again = outcomes
+    assert isinstance(first, Ticket) and isinstance(other, Ticket) and isinstance(again, Ticket)
+    assert again == Ticket(id=first.id, key="same", duplicate=True)
+    assert len(pending(redis_client)) == 2
+
+
+def test_submit_many_sees_keys_from_earlier_submits(client: Client) -> None:
+    """A key submitted earlier makes the submit_many item a duplicate."""
+    first = client.submit(params(), key="earlier")
+    [again] = client.submit_many([{"params": params(), "key": "earlier"}])
+    assert again == Ticket(id=first.id, key="earlier", duplicate=True)
