@@ -53,17 +53,23 @@ def enqueue_delivery(
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """A claimed delivery, ready to send."""
+class Lease:
+    """A claimed delivery, body not loaded yet: the sender may still hand it back untried."""
 
     account: str
     token: str
     url: str
-    body: bytes
     webhook_id: str
     request_id: str
     attempts: int
     claim_id: str
+
+
+@dataclass(frozen=True)
+class Delivery(Lease):
+    """A claimed delivery with its body, ready to send."""
+
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class Stopped:
 class Claimed:
     """What one claim took, what it stopped, and when the account's next delivery is due."""
 
-    deliveries: list[Delivery]
+    leases: list[Lease]
     stopped: list[Stopped]
     next_due_ms: int | None
 
@@ -294,24 +300,37 @@ class AsyncOutbox:
                 self.retention_ms,
             ],
         )
-        deliveries = [
-            Delivery(
+        leases = [
+            Lease(
                 account=account,
                 token=claimed[i].decode(),
                 url=claimed[i + 1].decode(),
-                body=claimed[i + 2],
-                webhook_id=claimed[i + 3].decode(),
-                request_id=claimed[i + 4].decode() or f"{account}.{claimed[i].decode()}",
-                attempts=int(claimed[i + 5]),
+                webhook_id=claimed[i + 2].decode(),
+                request_id=claimed[i + 3].decode() or request_id(account, claimed[i].decode()),
+                attempts=int(claimed[i + 4]),
                 claim_id=claim_id,
             )
-            for i in range(0, len(claimed), 6)
+            for i in range(0, len(claimed), 5)
         ]
         stopped = [
             Stopped(account, gone[i].decode(), gone[i + 1].decode(), gone[i + 2].decode())
             for i in range(0, len(gone), 3)
         ]
-        return Claimed(deliveries, stopped, int(float(next_due)) if next_due else None)
+        return Claimed(leases, stopped, int(float(next_due)) if next_due else None)
+
+    async def load(self, leases: Sequence[Lease]) -> list[Delivery]:
+        """The bodies of claimed deliveries, in one round trip."""
+        if not leases:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for lease in leases:
+            pipe.hget(self.keys.delivery(lease.account, lease.token), "body")
+        bodies: list[bytes | None] = await pipe.execute()
+        # A pending record never expires, so its body is there while the lease is held.
+        return [
+            Delivery(**vars(lease), body=body or b"")
+            for lease, body in zip(leases, bodies, strict=True)
+        ]
 
     async def settle(self, results: Sequence[Settle]) -> list[int]:
         """Write back how each attempt ended, in one round trip; a script's answer per result."""
@@ -353,12 +372,12 @@ class AsyncOutbox:
         answers: list[Any] = await pipe.execute()
         return [int(a) for a in answers]
 
-    async def release(self, deliveries: Sequence[Delivery], due_ms: int) -> None:
+    async def release(self, leases: Sequence[Lease], due_ms: int) -> None:
         """Hand claimed deliveries back untried, due at `due_ms`."""
-        if not deliveries:
+        if not leases:
             return
         pipe = self.client.pipeline(transaction=False)
-        for d in deliveries:
+        for d in leases:
             await self._release(
                 keys=[self.keys.delivery(d.account, d.token), self.keys.deliveries_due(d.account)],
                 args=[d.token, d.claim_id, due_ms],

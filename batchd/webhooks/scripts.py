@@ -13,7 +13,8 @@ from __future__ import annotations
 #: KEYS[1] due zset, KEYS[2] gone-endpoints hash, KEYS[3] dead zset.
 #: ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] how many at most, ARGV[4] claim id,
 #: ARGV[5] delivery key prefix (key = prefix .. token), ARGV[6] retention (ms).
-#: Returns {claimed, gone, next}: claimed is flat `token url body wid rid attempts` per delivery;
+#: Returns {claimed, gone, next}: claimed is flat `token url wid rid attempts` per delivery
+#: (bodies are fetched afterwards, only for the deliveries the sender starts);
 #: gone is flat `token rid url` per delivery stopped because its URL answered 410 before; next
 #: is the earliest due time (ms) left in the zset after the claim, or false when it is empty.
 #: Tokens whose record is missing (expired) or no longer pending leave the due zset.
@@ -24,10 +25,10 @@ local tokens = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ton
 local claimed, gone = {}, {}
 for _, token in ipairs(tokens) do
   local key = ARGV[5] .. token
-  local f = redis.call('HMGET', key, 'state', 'url', 'body', 'wid', 'rid', 'attempts')
+  local f = redis.call('HMGET', key, 'state', 'url', 'wid', 'rid', 'attempts')
   if f[1] ~= 'pending' then
     redis.call('ZREM', KEYS[1], token)
-  elseif not f[2] or not f[3] or not f[4] then
+  elseif not f[2] or not f[3] or redis.call('HEXISTS', key, 'body') == 0 then
     redis.call('HSET', key, 'state', 'dead', 'last_error', 'delivery record is incomplete',
       'ended', now)
     redis.call('ZREM', KEYS[1], token)
@@ -41,7 +42,7 @@ for _, token in ipairs(tokens) do
     redis.call('ZADD', KEYS[3], now, token)
     redis.call('PEXPIRE', key, ARGV[6])
     table.insert(gone, token)
-    table.insert(gone, f[5] or '')
+    table.insert(gone, f[4] or '')
     table.insert(gone, f[2])
   else
     redis.call('ZADD', KEYS[1], lease_until, token)
@@ -49,9 +50,8 @@ for _, token in ipairs(tokens) do
     table.insert(claimed, token)
     table.insert(claimed, f[2])
     table.insert(claimed, f[3])
-    table.insert(claimed, f[4])
-    table.insert(claimed, f[5] or '')
-    table.insert(claimed, f[6] or '0')
+    table.insert(claimed, f[4] or '')
+    table.insert(claimed, f[5] or '0')
   end
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

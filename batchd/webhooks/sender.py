@@ -30,7 +30,7 @@ from batchd.errors import BlockedAddressError
 from batchd.keys import Keys
 from batchd.logs import get_logger
 from batchd.settings import Settings
-from batchd.webhooks.outbox import AsyncOutbox, Delivery, Outcome, Settle
+from batchd.webhooks.outbox import AsyncOutbox, Delivery, Lease, Outcome, Settle
 from batchd.webhooks.signing import Signer
 from batchd.webhooks.urls import AddressPolicy, host_allowed, url_host
 
@@ -237,7 +237,7 @@ class WebhookSender:
         turn = 0
         while not stop.is_set():
             self._wake.clear()
-            took = 0
+            moved = 0  # deliveries started or handed back this round
             saturated = False
             next_due: int | None = None
             try:
@@ -260,22 +260,22 @@ class WebhookSender:
                             detail="endpoint answered 410 Gone earlier; not sent",
                         )
                         self._count("gone", 0.0)
-                    backlog = [
-                        d for d in claimed.deliveries if not self._start(d, checked, trusted)
-                    ]
+                    start, backlog = self._admit(claimed.leases)
                     if backlog:
                         await outbox.release(backlog, int(time.time() * 1000) + HOST_BACKOFF_MS)
-                    took += len(claimed.deliveries) - len(backlog)
-                    saturated |= len(claimed.deliveries) == limit
+                    for d in await outbox.load(start):
+                        self._start(d, checked, trusted)
+                    moved += len(claimed.leases)
+                    saturated |= len(claimed.leases) == limit
                     if claimed.next_due_ms is not None:
                         next_due = min(next_due or claimed.next_due_ms, claimed.next_due_ms)
             except redis.RedisError as exc:
                 self.log.warning("webhooks.redis_error", error=str(exc))
                 await self._sleep(stop, REDIS_BACKOFF)
                 continue
-            if saturated and took and len(self._tasks) < self.webhooks.concurrency:
+            if saturated and moved and len(self._tasks) < self.webhooks.concurrency:
                 continue  # more is due right now and there is room for it
-            idle = MIN_IDLE if took else min(idle * 2, MAX_IDLE)
+            idle = MIN_IDLE if moved else min(idle * 2, MAX_IDLE)
             wait = idle
             if next_due is not None:
                 wait = min(wait, max(0.0, next_due / 1000 - time.time()))
@@ -312,20 +312,29 @@ class WebhookSender:
                     detail="another sender took this delivery over; its outcome stands",
                 )
 
+    def _admit(self, leases: list[Lease]) -> tuple[list[Lease], list[Lease]]:
+        """Split claimed deliveries into those to send now and those whose host is backed up."""
+        load = dict(self._host_load)
+        start: list[Lease] = []
+        backlog: list[Lease] = []
+        for lease in leases:
+            host = url_host(lease.url)
+            if load.get(host, 0) >= HOST_BACKLOG_FACTOR * self.webhooks.per_host:
+                backlog.append(lease)
+            else:
+                load[host] = load.get(host, 0) + 1
+                start.append(lease)
+        return start, backlog
+
     def _start(
         self, d: Delivery, checked: aiohttp.ClientSession, trusted: aiohttp.ClientSession
-    ) -> bool:
-        """Start sending `d`; False when its host already has a full backlog here."""
+    ) -> None:
         host = url_host(d.url)
-        load = self._host_load.get(host, 0)
-        if load >= HOST_BACKLOG_FACTOR * self.webhooks.per_host:
-            return False
-        self._host_load[host] = load + 1
+        self._host_load[host] = self._host_load.get(host, 0) + 1
         session = trusted if host_allowed(host, self.webhooks.allow_hosts) else checked
         task = asyncio.create_task(self._deliver(d, host, session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return True
 
     # -- one delivery -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import redis
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from batchd.keys import Keys, new_token, request_id
 from batchd.settings import Settings
@@ -201,3 +203,24 @@ def wait_state(
         timeout,
         f"delivery {token} to be {state}",
     )
+
+
+class LoopbackResolver(AbstractResolver):
+    """Resolves every host name to 127.0.0.1, so tests can use several names for one receiver."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass

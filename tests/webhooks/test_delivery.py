@@ -21,6 +21,7 @@ from tests.webhooks.support import (
     KEYS,
     OLD_SECRET,
     SECRET,
+    LoopbackResolver,
     Receiver,
     Reply,
     RunningSender,
@@ -345,3 +346,21 @@ def test_unsigned_sender_warns_once_at_start(redis_url: str) -> None:
     logs = asyncio.run(main())
     warnings = [e for e in logs if e["event"] == "webhooks.unsigned"]
     assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+
+
+def test_slow_host_backlog_does_not_starve_other_hosts(
+    redis_url: str, redis_client: redis.Redis, receiver: Receiver, start_sender: StartSender
+) -> None:
+    """Deliveries queued behind a slow host's backlog still go out at once to a fast host."""
+    receiver.reply = lambda r: Reply(200, delay=2.0 if r.path == "/slow" else 0.0)
+    settings = make_settings(redis_url, concurrency=8, per_host=2, timeout=5.0)
+    slow_url = f"http://slow.example:{receiver.port}/slow"
+    fast_url = f"http://fast.example:{receiver.port}/fast"
+    for _ in range(40):
+        enqueue(redis_client, slow_url)
+    fast = [enqueue(redis_client, fast_url) for _ in range(5)]
+    start_sender(settings, resolver=LoopbackResolver())
+    started = time.monotonic()
+    for token in fast:
+        wait_state(redis_client, token, "delivered")
+    assert time.monotonic() - started < 1.5
