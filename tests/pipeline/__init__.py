@@ -153,13 +153,18 @@ class Flow:
         args = [*self.head(asm, batch_id, account), errored("missing_result", "no line"), *tokens]
         return [int(n) for n in self.rt.scripts.missing(args=args)]
 
-    def end(self, rid: str, cls: str = "ok", result: bytes | None = None) -> str:
-        """Cut the request's lane and fan out one line for it; returns the assembly id."""
-        account, token = split_request_id(rid)
+    def end(self, *rids: str, cls: str = "ok", result: bytes | None = None) -> str:
+        """Cut the lane of these requests and fan out one line each, in the order given.
+
+        Returns the assembly id. The requests must share a lane and be pending.
+        """
+        account, token = split_request_id(rids[0])
         priority = int(text(self.rt.redis.hget(self.keys.request(account, token), "pr")))
         asm = self.cut(account, priority)
-        assert token in self.tokens(asm, account)
+        tokens = [split_request_id(rid)[1] for rid in rids]
+        assert set(tokens) <= set(self.tokens(asm, account))
         self.record(asm, account=account)
-        out = self.fanout(asm, [(token, cls, result or succeeded())], account=account)
-        assert out[2] == 0, "the line was ignored"
+        lines = [(t, cls, result or succeeded()) for t in tokens]
+        out = self.fanout(asm, lines, account=account)
+        assert out[2] == 0, "a line was ignored"
         return asm
