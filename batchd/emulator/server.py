@@ -20,6 +20,9 @@ from batchd.emulator.state import Emulator
 
 # How long open connections get to finish when the emulator stops.
 SHUTDOWN_SECONDS = 2.0
+# Request body bytes buffered per connection before reading pauses; a big create reads faster
+# with fewer pauses.
+READ_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 async def serve(
@@ -34,6 +37,7 @@ async def serve(
         build_app(emulator),
         access_log=access_logger if config.access_log else None,
         shutdown_timeout=SHUTDOWN_SECONDS,
+        read_bufsize=READ_BUFFER_BYTES,
     )
     await runner.setup()
     try:
