@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
@@ -25,7 +25,7 @@ from batchd.keys import Keys, new_token, split_request_id
 from batchd.results import TERMINAL_STATUSES, RequestState, Result, Ticket
 from batchd.scripts import Scripts
 from batchd.settings import Settings
-from batchd.store import connect, connect_async, text
+from batchd.store import BLOCK_SECONDS, connect, connect_async, text
 from batchd.validate import Prepared, prepare
 
 _ACCOUNTS_TTL = 60.0
@@ -91,6 +91,14 @@ def _state(rid: str, fields: list[Any], batch_id: str | None) -> RequestState:
         batch_id=res.batch_id if res is not None else batch_id,
         result=res,
     )
+
+
+def _timeout(left: float, deadline: float | None) -> int:
+    """One blocking call's timeout: at most BLOCK_SECONDS, so the socket timeout never fires
+    first; redis takes fractions of a second."""
+    if deadline is None:
+        return cast(int, BLOCK_SECONDS)
+    return cast(int, min(max(left, 0.01), BLOCK_SECONDS))
 
 
 def _ids(rid: str) -> tuple[str, str]:
@@ -265,7 +273,7 @@ class Client:
             if deadline is not None and left <= 0:
                 raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
             # BLMOVE onto the same list wakes every waiter and consumes nothing.
-            self.redis.blmove(dk, dk, max(left, 0.01) if deadline is not None else 0)
+            self.redis.blmove(dk, dk, _timeout(left, deadline))
 
     def cancel(self, request_id: str) -> Result:
         """Cancel a pending request: it ends `canceled` at once.
@@ -302,16 +310,22 @@ class Client:
         inflight = self.keys.reply_inflight(reply_to, consumer)
         while self.redis.lmove(inflight, q, "RIGHT", "RIGHT") is not None:
             pass
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            raw = self.redis.blmove(q, inflight, timeout or 0, "RIGHT", "LEFT")
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            raw = self.redis.blmove(q, inflight, _timeout(left, deadline), "RIGHT", "LEFT")
             if raw is None:
-                return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
+            if deadline is not None:
+                deadline = time.monotonic() + (timeout or 0)
             yield Result.from_json(raw)
-            self.redis.lrem(inflight, 1, raw)
+            self.redis.lrem(inflight, 1, cast(str, raw))
 
     def ack(self, reply_to: str, result: Result, *, consumer: str = "default") -> None:
         """Acknowledge a reply now (before leaving a `replies` loop, say)."""
-        self.redis.lrem(self.keys.reply_inflight(reply_to, consumer), 1, result.raw)
+        self.redis.lrem(self.keys.reply_inflight(reply_to, consumer), 1, cast(str, result.raw))
 
     def flush(self, account: str | None = None, priority: int | None = None) -> None:
         """Ask the aggregator to cut the lane(s) now instead of waiting for a trigger."""
@@ -447,7 +461,7 @@ class AsyncClient:
             left = 0.0 if deadline is None else deadline - time.monotonic()
             if deadline is not None and left <= 0:
                 raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
-            await self.redis.blmove(dk, dk, max(left, 0.01) if deadline is not None else 0)
+            await self.redis.blmove(dk, dk, _timeout(left, deadline))
 
     async def cancel(self, request_id: str) -> Result:
         """See `Client.cancel`."""
@@ -475,16 +489,24 @@ class AsyncClient:
         inflight = self.keys.reply_inflight(reply_to, consumer)
         while await self.redis.lmove(inflight, q, "RIGHT", "RIGHT") is not None:
             pass
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            raw = await self.redis.blmove(q, inflight, timeout or 0, "RIGHT", "LEFT")
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            raw = await self.redis.blmove(q, inflight, _timeout(left, deadline), "RIGHT", "LEFT")
             if raw is None:
-                return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
+            if deadline is not None:
+                deadline = time.monotonic() + (timeout or 0)
             yield Result.from_json(raw)
-            await self.redis.lrem(inflight, 1, raw)
+            await self.redis.lrem(inflight, 1, cast(str, raw))
 
     async def ack(self, reply_to: str, result: Result, *, consumer: str = "default") -> None:
         """See `Client.ack`."""
-        await self.redis.lrem(self.keys.reply_inflight(reply_to, consumer), 1, result.raw)
+        await self.redis.lrem(
+            self.keys.reply_inflight(reply_to, consumer), 1, cast(str, result.raw)
+        )
 
     async def flush(self, account: str | None = None, priority: int | None = None) -> None:
         """See `Client.flush`."""

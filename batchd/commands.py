@@ -137,7 +137,7 @@ def read_batch_file(path: Path, settings: Any) -> list[tuple[str, dict[str, Any]
             break
     if problems:
         shown = problems[:50]
-        more = f"\n  ... and more" if len(problems) > 50 else ""
+        more = "\n  ... and more" if len(problems) > 50 else ""
         raise ConfigError(f"{path}: nothing submitted:\n  " + "\n  ".join(shown) + more, problems)
     if not items:
         raise ConfigError(f"{path}: no requests in the file", [])
@@ -197,8 +197,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     print(f"batchd: timed out, {len(ids) - got} results missing", file=sys.stderr)
                     return 4
                 for result in client.replies(reply_to or "", timeout=2):
-                    cid = (result.metadata or {}).get("custom_id")
-                    line = {"custom_id": cid, "id": result.id, "status": result.status,
+                    given = (result.metadata or {}).get("custom_id")
+                    line = {"custom_id": given, "id": result.id, "status": result.status,
                             "result": result.result}  # fmt: skip
                     out.write(json.dumps(line) + "\n")
                     client.ack(reply_to or "", result)
@@ -303,8 +303,8 @@ def cmd_batches(args: argparse.Namespace) -> int:
             for bid, where in rt.redis.hscan_iter(rt.keys.batch_index()):
                 account, asm = text(where).split(" ", 1)
                 a = rt.assembly(account, asm)
-                rows.append({"batch_id": text(bid), "account": account, "assembly": asm,
-                             "state": a.get("st", "expired"), "requests": a.get("cnt")})  # fmt: skip
+                row: dict[str, Any] = {"batch_id": text(bid), "account": account, "assembly": asm}
+                rows.append(row | {"state": a.get("st", "expired"), "requests": a.get("cnt")})
             for row in rows:
                 print(json.dumps(row))
             return 0
@@ -314,7 +314,11 @@ def cmd_batches(args: argparse.Namespace) -> int:
             return EXIT_NOT_FOUND
         account, asm = text(where).split(" ", 1)
         if args.action == "show":
-            info: dict[str, Any] = {"account": account, "assembly": asm, **rt.assembly(account, asm)}
+            info: dict[str, Any] = {
+                "account": account,
+                "assembly": asm,
+                **rt.assembly(account, asm),
+            }
             try:
                 info["api"] = rt.api(account).retrieve(args.batch_id).model_dump(mode="json")
             except BatchdError as exc:

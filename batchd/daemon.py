@@ -112,7 +112,7 @@ class Daemon:
         env = dict(os.environ)
         env["BATCHD_REDIS_URL"] = self.settings.redis_url or ""
         cmd = [sys.executable, "-m", "batchd", *self.child_args, "worker"]
-        return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
     def _kill_workers(self, sig: int) -> None:
         for proc in self._workers:
@@ -136,11 +136,10 @@ class Daemon:
         rt = install(Runtime(self.settings))
         warn_durability(rt.redis)
         publish_accounts(rt.redis, rt.keys, self.settings)
+        sweeper.wake_held(rt)
         tick = self.settings.run.tick
         if "aggregator" in self.roles:
-            self._start_thread(
-                "aggregator", lambda: self._loop("aggregator", tick, aggregate.tick)
-            )
+            self._start_thread("aggregator", lambda: self._loop("aggregator", tick, aggregate.tick))
         if "sweeper" in self.roles:
             self._start_thread("sweeper", lambda: self._loop("sweeper", tick * 4, sweeper.sweep))
         if "webhooks" in self.roles and self.settings.webhooks.enabled:

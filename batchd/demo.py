@@ -24,6 +24,7 @@ from rich.table import Table
 from batchd.client import Client
 from batchd.embedded import EmbeddedRedis
 from batchd.keys import new_token
+from batchd.store import text
 
 #: The emulator's behaviour in the demo: a few errors and expiries, which batchd retries, so the
 #: summary shows them. Times are on the emulator's clock, which runs CLOCK_SCALE times faster:
@@ -46,9 +47,12 @@ def sample(i: int) -> dict[str, Any]:
         "model": "claude-sonnet-4-5",
         "max_tokens": 256,
         "messages": [
-            {"role": "user", "content": f"In one sentence, #{i}: what is interesting about "
-                                        f"{TOPICS[i % len(TOPICS)]}?"}
-        ],  # fmt: skip
+            {
+                "role": "user",
+                "content": f"In one sentence, #{i}: what is interesting about "
+                f"{TOPICS[i % len(TOPICS)]}?",
+            }
+        ],
     }
     if i % INVALID_EVERY == INVALID_EVERY - 1:
         params["temperature"] = 5  # outside [0, 1]: the API ends it errored
@@ -147,11 +151,13 @@ def run_demo(args: argparse.Namespace) -> int:
                     if got >= n:
                         break
                 if daemon.poll() is not None:
-                    raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log_path}")
+                    raise RuntimeError(
+                        f"the daemon exited with {daemon.returncode}; see {log_path}"
+                    )
                 if time.monotonic() - last_seen > 120:
                     raise RuntimeError(f"no result for 120 s; see {log_path}")
         elapsed = time.monotonic() - started
-        counters = {k.decode(): int(v) for k, v in client.redis.hgetall(f"{prefix}:counters").items()}
+        counters = {text(k): int(v) for k, v in client.redis.hgetall(f"{prefix}:counters").items()}
     except (RuntimeError, KeyboardInterrupt) as exc:
         console.print(f"[red]batchd demo failed:[/red] {exc}")
         return 1

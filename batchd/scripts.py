@@ -347,6 +347,25 @@ end
 return {done, requeued}
 """
 
+# ARGV: tag, prefix, assembly id, then tokens
+# Puts requests of an assembly that was never sent back in their lane, their attempt refunded.
+UNCLAIM = r"""
+local tag, prefix, asm = ARGV[1], ARGV[2], ARGV[3]
+local now = now_ms()
+local n = 0
+for i = 4, #ARGV do
+  local token = ARGV[i]
+  local rk = tag .. ':r:' .. token
+  local f = redis.call('HMGET', rk, 'st', 'a', 'le')
+  if f[1] == 'batched' and f[2] == asm then
+    redis.call('HINCRBY', rk, 'at', -1)
+    requeue(tag, prefix, token, rk, f[3] or '', now)
+    n = n + 1
+  end
+end
+return n
+"""
+
 # ARGV: tag, prefix, account, assembly id, batch id, retention ms, status, result JSON, tokens
 # Ends every request still in this assembly with one terminal status (a vanished batch).
 FAIL_ALL = r"""
@@ -406,13 +425,14 @@ _SOURCES = {
     "fanout": FANOUT,
     "missing": MISSING,
     "fail_all": FAIL_ALL,
+    "unclaim": UNCLAIM,
     "close": CLOSE,
     "renew": RENEW,
     "release": RELEASE,
 }
 
 _NEEDS_COMMON = {"submit", "cancel", "claim", "seal", "intent", "clear_intent", "record",
-                 "fanout", "missing", "fail_all", "close"}  # fmt: skip
+                 "fanout", "missing", "fail_all", "unclaim", "close"}  # fmt: skip
 
 
 def source(name: str) -> str:
@@ -421,7 +441,7 @@ def source(name: str) -> str:
 
 
 class Scripts:
-    """The scripts registered on one Redis client (sync or asyncio); call as `scripts.claim(...)`."""
+    """The scripts registered on one Redis client (sync or asyncio): `scripts.claim(...)`."""
 
     def __init__(self, client: Any) -> None:
         for name in _SOURCES:
@@ -437,6 +457,7 @@ class Scripts:
     fanout: Any
     missing: Any
     fail_all: Any
+    unclaim: Any
     close: Any
     renew: Any
     release: Any

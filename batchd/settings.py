@@ -1,4 +1,4 @@
-"""batchd's configuration: one `Settings` model, loaded from CLI flags > environment > TOML > defaults.
+"""batchd's configuration: one `Settings` model, from CLI flags > environment > TOML > defaults.
 
 Environment variables are `BATCHD_<FIELD>`, nested with `__` (`BATCHD_BATCH__MAX_WAIT=30`). The
 TOML file comes from `--config PATH` or `BATCHD_CONFIG`. Secrets are `SecretStr` and may be read
@@ -254,9 +254,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @classmethod
-    def load(
-        cls, config: str | os.PathLike[str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
         """Load settings: `overrides` (CLI flags) > environment > TOML `config` > defaults.
 
         Raises ConfigError naming every invalid field.

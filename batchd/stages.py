@@ -7,7 +7,7 @@ any replica can finish another's work and a repeated job does no harm.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -19,6 +19,7 @@ from batchd.errors import (
     BadRequestError,
     BatchdError,
     BillingError,
+    BodyLengthError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -28,6 +29,7 @@ from batchd.keys import split_request_id
 from batchd.logs import get_logger
 from batchd.runtime import Lease, Runtime, crash_point, current, jittered, lease
 from batchd.store import text
+from batchd.validate import FRAMING
 
 log = get_logger("batchd.stages")
 
@@ -41,6 +43,14 @@ PAUSE_SECONDS = 60.0
 
 class LostLease(BatchdError):
     """This process no longer holds the lock it was working under; it must stop at once."""
+
+
+class CorruptRequest(StoreError):
+    """A request's record in Redis is missing or does not match its pending entry."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(f"request record {token} is missing or corrupted")
+        self.token = token
 
 
 def run_stage(stage: str, account: str, asm: str) -> str:
@@ -108,9 +118,7 @@ def submit(rt: Runtime, account: str, asm: str, asm_lease: Lease) -> str:
         crash_point("after_intent")
         count, clen = int(state["cnt"]), int(state["clen"])
         try:
-            batch = rt.api(account).create(
-                body_chunks(rt, account, asm, lock), clen, retries=False
-            )
+            batch = rt.api(account).create(body_chunks(rt, account, asm, lock), clen, retries=False)
         except LostLease:
             bound.warning("create lock lost mid-upload; upload aborted before its end")
             return "lost the create lock"
@@ -135,14 +143,19 @@ def submit(rt: Runtime, account: str, asm: str, asm_lease: Lease) -> str:
             bound.error("the API refused the batch; its requests go round again", error=str(exc))
             release_all(rt, account, asm, _error_result(exc.error_type or "api_error", str(exc)))
             return "refused"
-        except StoreError as exc:
+        except (CorruptRequest, BodyLengthError) as exc:
+            # The upload was aborted before its end, so no batch exists. The bad request ends
+            # `rejected`; the others go back to their lane untouched.
             rt.scripts.clear_intent(args=[tag, lock.token, asm])
-            bound.error("cannot build the batch body", error=str(exc))
-            rt.enqueue("submit", account, asm, delay=30)
-            return "store error"
+            token = exc.token if isinstance(exc, CorruptRequest) else None
+            bound.error("cannot build the batch body", error=str(exc), bad_request=token)
+            reject_and_unclaim(rt, account, asm, token)
+            return "corrupt request"
         except APIError as exc:
             # No answer, a 5xx, or garbage: the batch may exist. Look before trying again.
-            bound.warning("batch creation ended without an answer; checking the list", error=str(exc))
+            bound.warning(
+                "batch creation ended without an answer; checking the list", error=str(exc)
+            )
             state = rt.assembly(account, asm)
             try:
                 found = find_created(rt, account, state)
@@ -172,7 +185,7 @@ def body_chunks(rt: Runtime, account: str, asm: str, lock: Lease) -> Iterator[by
     first = True
     start = 0
     while True:
-        entries = rt.redis.lrange(ek, start, start + ENTRY_CHUNK - 1)
+        entries = cast(list[bytes], rt.redis.lrange(ek, start, start + ENTRY_CHUNK - 1))
         if not entries:
             break
         start += len(entries)
@@ -180,14 +193,14 @@ def body_chunks(rt: Runtime, account: str, asm: str, lock: Lease) -> Iterator[by
         tokens: list[bytes] = []
         sizes: list[int] = []
         for e in entries:
-            token, size, _ = e.split(b" ", 2)
+            token, size_text, _ = e.split(b" ", 2)
             tokens.append(token)
-            sizes.append(int(size))
+            sizes.append(int(size_text))
             pipe.hget(rt.keys.request(account, token.decode()), "p")
         parts: list[bytes] = []
         for token, size, params in zip(tokens, sizes, pipe.execute(), strict=True):
-            if params is None or len(params) + 52 != size:
-                raise StoreError(f"request {account}.{token.decode()} is missing or corrupted")
+            if params is None or len(params) + FRAMING != size:
+                raise CorruptRequest(token.decode())
             parts.append(b'{"custom_id":"' + token + b'","params":' + params + b"}")
         chunk = b",".join(parts)
         yield chunk if first else b"," + chunk
@@ -346,8 +359,9 @@ def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lea
             if held.lost.is_set():
                 raise LostLease("assembly lease lost during fan-out")
 
+    stream = rt.api(account).results(bid)
     try:
-        for line in rt.api(account).results(bid):
+        for line in stream:
             token = line.custom_id
             if len(token) != 26:
                 unknown += 1
@@ -365,6 +379,8 @@ def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lea
         bound.warning("results stream failed; fan-out resumes later", error=str(exc))
         rt.enqueue("fanout", account, asm, delay=jittered(exc.retry_after or 5.0))
         return "retry"
+    finally:
+        stream.close()  # release the connection at once, also when a LostLease interrupts
     missing = sweep_assembly(
         rt, account, asm, "missing", _error_result("missing_result", "no line in the batch results")
     )
@@ -418,6 +434,23 @@ def release_all(rt: Runtime, account: str, asm: str, result: bytes) -> None:
     rt.scripts.close(args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000)])
 
 
+def reject_and_unclaim(rt: Runtime, account: str, asm: str, token: str | None) -> None:
+    """End one corrupt request `rejected` and put the rest of a never-sent assembly back."""
+    tag = rt.keys.tag(account)
+    retention = int(rt.settings.retention * 1000)
+    if token is not None:
+        result = _error_result("rejected", "the request's stored record is missing or corrupted")
+        rt.scripts.fail_all(
+            args=[tag, rt.keys.prefix, account, asm, "", retention, "rejected", result, token]
+        )
+    for tokens in _tokens(rt, account, asm):
+        rt.scripts.unclaim(args=[tag, rt.keys.prefix, asm, *tokens])
+    rt.scripts.close(args=[tag, asm, retention])
+    # They were due already: cut their lane again at once rather than after max_wait.
+    priority = text(rt.redis.hget(rt.keys.assembly(account, asm), "pr")) or "0"
+    rt.redis.sadd(rt.keys.flush(account), priority)
+
+
 def fail_all(rt: Runtime, account: str, asm: str, bid: str, etype: str, message: str) -> None:
     """End every request still in the assembly `errored` (its batch's results cannot be had).
 
@@ -443,7 +476,10 @@ def fail_all(rt: Runtime, account: str, asm: str, bid: str, etype: str, message:
 
 def _error_result(etype: str, message: str) -> bytes:
     return orjson.dumps(
-        {"type": "errored", "error": {"type": "error", "error": {"type": etype, "message": message}}}
+        {
+            "type": "errored",
+            "error": {"type": "error", "error": {"type": etype, "message": message}},
+        }
     )
 
 

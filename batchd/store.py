@@ -18,9 +18,16 @@ from batchd.settings import Settings
 log = get_logger("batchd.store")
 
 
+#: Seconds a Redis reply may take before the connection counts as dead. Blocking commands
+#: (`wait`, `replies`) block for at most BLOCK_SECONDS at a time, well inside it.
+SOCKET_TIMEOUT = 30.0
+BLOCK_SECONDS = 20.0
+
+
 def connect(url: str, **kwargs: Any) -> redis.Redis:
     """A sync client; connections are checked before reuse so a Redis restart heals itself."""
     kwargs.setdefault("health_check_interval", 30)
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
     if not url.startswith("unix:"):
         kwargs.setdefault("socket_keepalive", True)
     return redis.Redis.from_url(url, **kwargs)
@@ -28,6 +35,7 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
 
 def connect_async(url: str, **kwargs: Any) -> aredis.Redis:
     kwargs.setdefault("health_check_interval", 30)
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
     return aredis.Redis.from_url(url, **kwargs)
 
 
@@ -37,25 +45,33 @@ def durability_warnings(client: redis.Redis) -> list[str]:
     try:
         conf: dict[str, Any] = {}
         for name in ("appendonly", "appendfsync", "maxmemory-policy", "save"):
-            conf.update(client.config_get(name))
+            conf.update({text(k): v for k, v in client.config_get(name).items()})
     except redis.ResponseError:
-        return ["cannot read the server's configuration (CONFIG is disabled); check by hand that "
-                "appendonly is yes and maxmemory-policy is noeviction"]
+        return [
+            "cannot read the server's configuration (CONFIG is disabled); check by hand that "
+            "appendonly is yes and maxmemory-policy is noeviction"
+        ]
+
     def val(name: str) -> str:
         v = conf.get(name, "")
         return v.decode() if isinstance(v, bytes) else str(v)
+
     if val("appendonly") != "yes":
         problems.append(
             "appendonly is " + (val("appendonly") or "no") + ": a Redis crash or restart loses "
             "every request since the last snapshot; set `appendonly yes`"
         )
     elif val("appendfsync") == "no":
-        problems.append("appendfsync is no: a crash can lose up to ~30 s of accepted requests; "
-                        "use `appendfsync everysec` (1 s) or `always` (none)")
+        problems.append(
+            "appendfsync is no: a crash can lose up to ~30 s of accepted requests; "
+            "use `appendfsync everysec` (1 s) or `always` (none)"
+        )
     policy = val("maxmemory-policy")
     if policy and policy != "noeviction":
-        problems.append(f"maxmemory-policy is {policy}: Redis may evict requests and results "
-                        "under memory pressure; set `maxmemory-policy noeviction`")
+        problems.append(
+            f"maxmemory-policy is {policy}: Redis may evict requests and results "
+            "under memory pressure; set `maxmemory-policy noeviction`"
+        )
     return problems
 
 
@@ -68,9 +84,11 @@ def warn_durability(client: redis.Redis) -> list[str]:
 
 def publish_accounts(client: redis.Redis, keys: Keys, settings: Settings) -> None:
     """Tell producers which accounts the daemon serves, so they can refuse unknown ones."""
-    k = keys.accounts()
     pipe = client.pipeline()
-    pipe.sadd(k, *settings.accounts)
+    pipe.sadd(keys.accounts(), *settings.accounts)
+    # A pause marks a refused API key; a daemon starting with (maybe) new keys tries again.
+    for account in settings.accounts:
+        pipe.delete(keys.paused(account))
     pipe.execute()
 
 

@@ -42,3 +42,17 @@ def sweep(rt: Runtime, limit: int = 200) -> int:
             rt.enqueue(stage, account, asm)
             sent += 1
     return sent
+
+
+def wake_held(rt: Runtime) -> int:
+    """At start-up: assemblies held back (paused key, rate limit) are retried at once, since
+    the new configuration may have fixed what held them."""
+    woken = 0
+    for account in rt.settings.accounts:
+        index = rt.keys.assemblies(account)
+        for raw in rt.redis.zrange(index, 0, -1):
+            asm = text(raw)
+            if text(rt.redis.hget(rt.keys.assembly(account, asm), "st")) == "sealed":
+                rt.redis.zadd(index, {asm: 0})
+                woken += 1
+    return woken

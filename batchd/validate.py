@@ -50,7 +50,9 @@ def encode_json(value: Any, field: str) -> bytes:
             f"{field}: contains text that is not valid Unicode (a lone surrogate?)", field=field
         ) from exc
     except ValueError as exc:
-        raise InvalidRequestError(f"{field}: {exc} (NaN and Infinity are not JSON)", field=field) from exc
+        raise InvalidRequestError(
+            f"{field}: {exc} (NaN and Infinity are not JSON)", field=field
+        ) from exc
     except TypeError as exc:
         raise InvalidRequestError(f"{field}: not JSON-serialisable: {exc}", field=field) from exc
     except RecursionError as exc:
@@ -69,7 +71,9 @@ def check_params(params: Any) -> None:
         )
     model = params.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequestError("params.model: required, a non-empty string", field="params.model")
+        raise InvalidRequestError(
+            "params.model: required, a non-empty string", field="params.model"
+        )
     max_tokens = params.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise InvalidRequestError(

@@ -1,4 +1,4 @@
-"""Fixtures: a private redis-server per test, and the emulator, both real processes."""
+"""Fixtures: a private redis-server per test and the emulator, both real processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.emulator import emulator, emulator_server
 from tests.support.redis import RedisServer
+
+__all__ = ["emulator", "emulator_server"]
 
 
 @pytest.fixture

@@ -1,0 +1,99 @@
+"""Fixtures of the end-to-end tests: Redis, the emulator and `batchd run`, all real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchd import Client, Settings
+from tests.support.daemon import DaemonProcess, daemon_env, wait_for
+from tests.support.emulator import EmulatorProcess
+from tests.support.redis import RedisServer
+
+PARAMS = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Say hello"}],
+}
+
+
+def params(i: int, **extra: Any) -> dict[str, Any]:
+    return {**PARAMS, "messages": [{"role": "user", "content": f"Say hello #{i}"}], **extra}
+
+
+@dataclass
+class Stack:
+    """Redis + emulator + daemons + a producer client, torn down together."""
+
+    tmp: Path
+    redis: RedisServer
+    emulator: EmulatorProcess
+    client: Client
+    daemons: list[DaemonProcess] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return daemon_env(self.redis.url, self.emulator.url, self.emulator.api_key, extra)
+
+    def daemon(self, start: bool = True, **extra: str) -> DaemonProcess:
+        d = DaemonProcess(self.tmp / f"daemon{len(self.daemons)}", self.env(**extra))
+        self.daemons.append(d)
+        if start:
+            d.start()
+        return d
+
+    def counters(self) -> dict[str, int]:
+        raw = self.client.redis.hgetall(self.client.keys.counters())
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def ended(self) -> int:
+        return sum(v for k, v in self.counters().items() if k.startswith("ended:"))
+
+    def wait_ended(self, n: int, timeout: float = 60.0) -> None:
+        def done() -> bool:
+            return self.ended() >= n
+
+        try:
+            wait_for(done, timeout, f"{n} requests to end", step=0.1)
+        except AssertionError:
+            logs = "\n".join(d.log_text()[-4000:] for d in self.daemons)
+            raise AssertionError(f"only {self.ended()} of {n} ended; logs:\n{logs}") from None
+
+    def reply_ids(self, queue: str) -> list[str]:
+        import orjson
+
+        raw = self.client.redis.lrange(self.client.keys.reply_queue(queue), 0, -1)
+        return [orjson.loads(r)["id"] for r in raw]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_server: RedisServer, emulator: EmulatorProcess) -> Iterator[Stack]:
+    client = Client(settings=Settings.load(redis_url=redis_server.url))
+    s = Stack(tmp_path, redis_server, emulator, client)
+    try:
+        yield s
+    finally:
+        for d in s.daemons:
+            d.kill()
+        client.close()
+
+
+SubmitFn = Callable[..., list[str]]
+
+
+@pytest.fixture
+def submit(stack: Stack) -> SubmitFn:
+    """Submit n sample requests; returns their ids."""
+
+    def go(n: int, *, reply_to: str | None = "results", **extra: Any) -> list[str]:
+        items = [{"params": params(i, **extra), "reply_to": reply_to} for i in range(n)]
+        ids = []
+        for outcome in stack.client.submit_many(items):
+            assert not isinstance(outcome, Exception), outcome
+            ids.append(outcome.id)
+        return ids
+
+    return go
