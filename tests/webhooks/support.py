@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import redis
 from aiohttp import web
@@ -184,7 +184,9 @@ def record(client: redis.Redis, token: str, account: str = "default") -> dict[st
     return {k.decode(): v.decode() for k, v in raw.items() if k != b"body"}
 
 
-def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+def wait_until(
+    check: Callable[[], T | Literal[False] | None], timeout: float = 10.0, what: str = "condition"
+) -> T:
     """Poll `check` until it returns something truthy, and return that; fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
