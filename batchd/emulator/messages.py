@@ -291,6 +291,10 @@ def request_id_for(batch_id: str, custom_id: str) -> str:
     return "req_" + digest
 
 
+def output_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
 def fake_message(
     *,
     message_id: str,
@@ -302,7 +306,7 @@ def fake_message(
     """A Message as the Messages API returns it (valid against the spec's `Message`)."""
     usage: dict[str, Any] = {
         "input_tokens": input_tokens,
-        "output_tokens": max(1, len(text) // 4),
+        "output_tokens": output_tokens(text),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "cache_creation": None,

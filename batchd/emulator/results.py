@@ -11,7 +11,13 @@ from typing import Any
 import orjson
 
 from batchd.emulator.faults import DRAW_OVERLOADED
-from batchd.emulator.messages import error_body, fake_message, message_id, request_id_for
+from batchd.emulator.messages import (
+    error_body,
+    fake_message,
+    message_id,
+    output_tokens,
+    request_id_for,
+)
 from batchd.emulator.state import CANCELED, ERRORED, EXPIRED, SUCCEEDED, Batch
 
 _CANCELED = {"type": "canceled"}
@@ -33,6 +39,28 @@ class _Lines:
         self.long_lines = batch.long_lines
         self.long_line_bytes = batch.long_line_bytes
         self.beta = beta
+        self.template = _succeeded_template(beta)
+
+    def succeeded(self, custom_id: str, model: str, text: str, input_tokens: int) -> bytes:
+        """A succeeded line from its template: the same JSON as dumping the whole dict, faster."""
+        parts = self.template
+        return b"".join(
+            (
+                parts[0],
+                orjson.dumps(custom_id),
+                parts[1],
+                orjson.dumps(message_id(self.batch_id, custom_id)),
+                parts[2],
+                orjson.dumps(model),
+                parts[3],
+                orjson.dumps(text),
+                parts[4],
+                str(input_tokens).encode(),
+                parts[5],
+                str(output_tokens(text)).encode(),
+                parts[6],
+            )
+        )
 
     def line(self, i: int) -> bytes:
         """The JSON of request `i`'s result, without its line ending."""
@@ -45,15 +73,8 @@ class _Lines:
             if i in self.long_lines:
                 # Longer than the 64 KiB a naive line scanner holds.
                 text = (text + " ") * (self.long_line_bytes // (len(text) + 1) + 1)
-            message = fake_message(
-                message_id=message_id(self.batch_id, custom_id),
-                model=requests.models[i],
-                text=text,
-                input_tokens=requests.input_tokens[i],
-                beta=self.beta,
-            )
-            result = {"type": "succeeded", "message": message}
-        elif code == ERRORED:
+            return self.succeeded(custom_id, requests.models[i], text, requests.input_tokens[i])
+        if code == ERRORED:
             invalid = requests.invalid.get(i)
             if invalid is not None:
                 kind, why = "invalid_request_error", invalid
@@ -71,6 +92,33 @@ class _Lines:
             assert code == EXPIRED
             result = _EXPIRED
         return orjson.dumps({"custom_id": custom_id, "result": result})
+
+
+_SLOTS = ("custom_id", "message_id", "model", "text", "input_tokens", "output_tokens")
+
+
+def _succeeded_template(beta: bool) -> tuple[bytes, ...]:
+    """The JSON of a succeeded line cut around its six variable values."""
+    marks = {slot: f"\x01{slot}\x01" for slot in _SLOTS}
+    message = fake_message(
+        message_id=marks["message_id"],
+        model=marks["model"],
+        text=marks["text"],
+        input_tokens=0,
+        beta=beta,
+    )
+    message["usage"]["input_tokens"] = marks["input_tokens"]
+    message["usage"]["output_tokens"] = marks["output_tokens"]
+    line = orjson.dumps(
+        {"custom_id": marks["custom_id"], "result": {"type": "succeeded", "message": message}}
+    )
+    parts = []
+    for slot in _SLOTS:
+        before, found, line = line.partition(orjson.dumps(marks[slot]))
+        assert found, slot
+        parts.append(before)
+    parts.append(line)
+    return tuple(parts)
 
 
 def result_chunks(
