@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from batchd.webhooks.outbox import (
 )
 
 EXIT_OK = 0
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 
@@ -56,12 +58,15 @@ def register(subparsers: Any) -> None:
 def _connect(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
     overrides = {"redis_url": args.redis_url} if getattr(args, "redis_url", None) else {}
     settings = Settings.load(getattr(args, "config", None), **overrides)
-    if settings.redis_url is None:
+    if not settings.redis_url:
         raise ConfigError(
             "the webhooks commands need a Redis URL: pass --redis-url or set BATCHD_REDIS_URL",
             ["redis_url: not set"],
         )
-    return settings, redis.Redis.from_url(settings.redis_url)
+    try:
+        return settings, redis.Redis.from_url(settings.redis_url)
+    except ValueError as exc:
+        raise ConfigError(f"redis_url: {exc}", [f"redis_url: {exc}"]) from None
 
 
 def _accounts(settings: Settings, wanted: list[str] | None) -> list[str]:
@@ -74,6 +79,22 @@ def _accounts(settings: Settings, wanted: list[str] | None) -> list[str]:
 
 
 def cmd_dead(args: argparse.Namespace) -> int:
+    return _redis_errors(_dead, args)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _redis_errors(_retry, args)
+
+
+def _redis_errors(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return command(args)
+    except redis.RedisError as exc:
+        print(f"batchd: error: Redis: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _dead(args: argparse.Namespace) -> int:
     settings, client = _connect(args)
     try:
         accounts = _accounts(settings, args.account)
@@ -96,7 +117,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_retry(args: argparse.Namespace) -> int:
+def _retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         print("batchd: webhooks retry needs delivery ids or --all (not both)", file=sys.stderr)
         return EXIT_USAGE
