@@ -356,6 +356,42 @@ def test_envelope_times_are_the_records_times(
     assert result.submitted_at <= result.ended_at
 
 
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2000-02-29T23:59:59.999",
+        "2024-12-31T23:59:59.000",
+        "2100-03-01T00:00:00.001",
+        "1999-12-31T00:00:00.500",
+    ],
+)
+def test_envelope_times_are_exact_on_calendar_edges(
+    client: Client, flow: Flow, redis_client: redis.Redis, when: str
+) -> None:
+    """Leap days, year ends and century rules come out as Python's own calendar says."""
+    ticket = client.submit(params())
+    moment = datetime.fromisoformat(when).replace(tzinfo=UTC)
+    ms = int(moment.timestamp() * 1000)
+    redis_client.hset(Keys().request(ACCOUNT, token_of(ticket.id)), "ts", ms)
+    flow.end(ticket.id)
+    raw = client.wait(ticket.id, timeout=0).raw
+    assert orjson.loads(raw)["submitted_at"] == when + "Z"
+
+
+def test_webhook_outbox_gets_the_same_envelope(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """A request with a callback URL ends with a delivery queued whose body is the envelope."""
+    ticket = client.submit(params(), callback_url="https://hooks.example.com/in")
+    flow.end(ticket.id)
+    token = token_of(ticket.id)
+    delivery = redis_client.hgetall(Keys().delivery(ACCOUNT, token))
+    assert delivery[b"body"] == client.wait(ticket.id, timeout=0).raw
+    assert delivery[b"url"] == b"https://hooks.example.com/in"
+    assert delivery[b"wid"] == f"msg_{token}".encode()
+    assert redis_client.zscore(Keys().deliveries_due(ACCOUNT), token) is not None
+
+
 def test_same_envelope_on_every_path(client: Client, flow: Flow) -> None:
     """wait, get and the reply queue hand out the very same bytes."""
     ticket = client.submit(params(), reply_to="svc", key="k", metadata={"a": 1.5})
@@ -577,3 +613,36 @@ def test_fanout_applied_twice_replies_once(
     assert flow.fanout(asm, [line]) == [0, 0, 1]
     assert redis_client.llen(Keys().reply_queue("svc")) == 1
     assert redis_client.llen(Keys().done(ACCOUNT, token_of(ticket.id))) == 1
+
+
+def test_consumers_do_not_take_each_others_items(client: Client, flow: Flow) -> None:
+    """An item in flight with one consumer is not handed to a consumer of another name."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(2)]
+    flow.end(*ids)
+    a = client.replies("svc", timeout=5, consumer="a")
+    assert next(a).id == ids[0]
+    assert [r.id for r in client.replies("svc", timeout=0.2, consumer="b")] == [ids[1]]
+    a.close()
+    assert [r.id for r in client.replies("svc", timeout=0.2, consumer="a")] == [ids[0]]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Client.replies hands in-flight items back with LMOVE RIGHT RIGHT, "
+    "which puts the newest of them first",
+)
+def test_redelivered_items_keep_oldest_first_order(client: Client, flow: Flow) -> None:
+    """Two unacknowledged items of one consumer name come back oldest first."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(4)]
+    flow.end(*ids)
+    # Two readers sharing the consumer name (two replicas left on the default) each hold one.
+    g1 = client.replies("svc", timeout=5)
+    g2 = client.replies("svc", timeout=5)
+    assert next(g1).id == ids[0]
+    assert next(g2).id == ids[0]  # starting g2 handed ids[0] back, and g2 took it
+    assert next(g1).id == ids[1]
+    assert next(g2).id == ids[2]
+    # Both stop without acknowledging: ids[1] and ids[2] are in flight.
+    g1.close()
+    g2.close()
+    assert [r.id for r in client.replies("svc", timeout=0.2)] == ids[1:]
