@@ -17,6 +17,7 @@ from batchd.keys import webhook_id
 from batchd.settings import AccountSettings
 from batchd.webhooks import verify_webhook
 from batchd.webhooks.sender import WebhookSender
+from tests.support.redis import RedisServer
 from tests.webhooks.support import (
     KEYS,
     OLD_SECRET,
@@ -364,3 +365,18 @@ def test_slow_host_backlog_does_not_starve_other_hosts(
     for token in fast:
         wait_state(redis_client, token, "delivered")
     assert time.monotonic() - started < 1.5
+
+
+def test_sender_outlives_a_redis_restart(
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    receiver: Receiver,
+    start_sender: StartSender,
+) -> None:
+    """When Redis goes away and comes back, the sender carries on with new deliveries."""
+    start_sender(make_settings(redis_server.url))
+    first = enqueue(redis_client, receiver.url())
+    wait_state(redis_client, first, "delivered")
+    redis_server.restart(crash=True)
+    second = enqueue(redis_client, receiver.url())
+    wait_state(redis_client, second, "delivered", timeout=15)
