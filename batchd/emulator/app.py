@@ -88,6 +88,12 @@ async def errors_middleware(
         return await handler(request)
     except ApiFailure as failure:
         return error_response(request, failure)
+    except ConnectionError:
+        # The client went away mid-request (often on purpose, in chaos tests): not our error.
+        _log.info("client_disconnected", method=request.method, path=request.path)
+        return error_response(
+            request, ApiFailure(400, "invalid_request_error", "connection lost mid-request")
+        )
     except web.HTTPException as exc:
         if exc.status not in (404, 405):
             raise

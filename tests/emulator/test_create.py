@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -157,3 +158,24 @@ def test_too_many_requests_is_400(small: httpx.Client) -> None:
 def test_default_maximum_is_100_000_requests(emu: EmulatorProcess) -> None:
     """Without --max-batch-requests a batch holds up to 100,000 requests."""
     assert emu.admin("GET", "/config")["max_batch_requests"] == 100_000
+
+
+def test_client_leaving_mid_body_is_not_an_error(emu: EmulatorProcess) -> None:
+    """A client that hangs up mid-body is logged as a disconnect, not as a server error."""
+    assert emu.directory is not None
+    log = emu.directory / "emulator.log"
+    parts = urlsplit(emu.url)
+    head = (
+        f"POST /v1/messages/batches HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"x-api-key: {emu.api_key}\r\nanthropic-version: 2023-06-01\r\n"
+        "content-length: 1000\r\n\r\n"
+    )
+    before = log.read_text().count("client_disconnected")
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(head.encode() + b'{"requests": [')
+    deadline = time.monotonic() + 10
+    while log.read_text().count("client_disconnected") == before:
+        assert time.monotonic() < deadline, "no disconnect logged"
+        time.sleep(0.02)
+    assert "Error handling request" not in log.read_text()
+    assert httpx.get(emu.url + "/_emulator/health").status_code == 200
