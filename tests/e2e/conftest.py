@@ -62,6 +62,13 @@ class Stack:
             logs = "\n".join(d.log_text()[-4000:] for d in self.daemons)
             raise AssertionError(f"only {self.ended()} of {n} ended; logs:\n{logs}") from None
 
+    def reply_and_ack(self, queue: str) -> Any:
+        """The next envelope on a reply queue, as a dict."""
+        for result in self.client.replies(queue, timeout=10):
+            self.client.ack(queue, result)
+            return result.to_dict()
+        raise AssertionError(f"nothing on reply queue {queue}")
+
     def reply_ids(self, queue: str) -> list[str]:
         import orjson
 
