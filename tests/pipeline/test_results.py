@@ -497,6 +497,31 @@ def test_missing_line_requeues_the_request(
     assert lane_stats(redis_client)[0] == 1
 
 
+def test_missing_applied_twice_requeues_once(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """Sweeping the same assembly twice puts its unanswered request back only once."""
+    ticket = client.submit(params())
+    asm = flow.cut()
+    assert flow.missing(asm, flow.tokens(asm)) == [0, 1]
+    assert flow.missing(asm, flow.tokens(asm)) == [0, 0]
+    assert lane_stats(redis_client)[0] == 1
+    assert redis_client.llen(Keys().pending(ACCOUNT, 0)) == 1
+    assert client.get(ticket.id).attempts == 1
+
+
+def test_retried_request_can_be_canceled(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """Back in its lane after a retry, a request can be canceled again, attempts kept."""
+    ticket = client.submit(params())
+    asm = flow.cut()
+    flow.fanout(asm, [(token_of(ticket.id), "retry", errored("api_error"))])
+    result = client.cancel(ticket.id)
+    assert (result.status, result.attempts) == ("canceled", 1)
+    assert lane_stats(redis_client) == (0, 0)
+
+
 def test_missing_past_max_attempts_ends_dead(
     make_client: Callable[..., Client],
     make_runtime: Callable[..., Runtime],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -369,12 +370,39 @@ def test_unknown_account_is_refused_once_accounts_are_published(
     assert redis_client.dbsize() == size
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: store.publish_accounts only SADDs, so an account removed from the daemon's "
+    "configuration stays published and producers keep queueing requests no aggregator serves",
+)
+def test_account_removed_from_the_daemon_is_refused(
+    make_client: MakeClient, make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """After the daemon republishes without an account, producers refuse that account."""
+    publish_accounts(redis_client, Keys(), make_settings(accounts={"default": {}, "old": {}}))
+    publish_accounts(redis_client, Keys(), make_settings())
+    with pytest.raises(InvalidRequestError):
+        make_client().submit(params(), account="old")
+
+
 def test_published_account_is_accepted(
     make_client: MakeClient, settings: Settings, redis_client: redis.Redis
 ) -> None:
     """A configured account is accepted once the accounts are published."""
     publish_accounts(redis_client, Keys(), settings)
     assert make_client().submit(params(), account="default").id.startswith("default.")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: validate.encode_json hands any Mapping to json.dumps, which only encodes dict; "
+    "a read-only mapping is refused as 'not JSON-serialisable'",
+)
+def test_params_and_metadata_may_be_any_mapping(client: Client, redis_client: redis.Redis) -> None:
+    """A read-only mapping is accepted for params and metadata and stored as a JSON object."""
+    ticket = client.submit(MappingProxyType(params()), metadata=MappingProxyType({"a": 1}))
+    rk = Keys().request(ACCOUNT, token_of(ticket.id))
+    assert redis_client.hmget(rk, "p", "md") == [compact(params()), b'{"a":1}']
 
 
 def test_valid_callback_url_is_stored(client: Client, redis_client: redis.Redis) -> None:
