@@ -175,6 +175,27 @@ def test_flush_cuts_the_lane_now(client: Client, runtime: Runtime, flow: Flow) -
     assert aggregate.tick(runtime) == 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: aggregate.tick clears want_flush after any cut, so a count cut uses up the "
+    "flush and the rest of the lane waits for max_wait",
+)
+def test_flush_cuts_everything_pending_even_past_max_requests(
+    make_client: MakeClient,
+    make_runtime: MakeRuntime,
+    make_settings: MakeSettings,
+    redis_client: redis.Redis,
+) -> None:
+    """A flush of a lane holding more than max_requests cuts all of it, in several batches."""
+    s = make_settings(batch={"max_requests": 5, "max_wait": 60})
+    client, rt = make_client(s), make_runtime(s)
+    for i in range(7):
+        client.submit(params(str(i)))
+    client.flush()
+    assert aggregate.tick(rt) == 2
+    assert lane_stats(redis_client) == (0, 0)
+
+
 def test_flush_of_one_priority_cuts_only_that_lane(
     client: Client, runtime: Runtime, redis_client: redis.Redis
 ) -> None:
