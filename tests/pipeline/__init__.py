@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from typing import Any, cast
 
 import orjson
 
@@ -71,6 +71,16 @@ def errored(etype: str = "invalid_request_error", message: str = "bad") -> bytes
     )
 
 
+def stop(replies: Iterator[Any]) -> None:
+    """Close a `replies` generator, as a consumer that stops reading does."""
+    cast(Generator[Any, None, None], replies).close()
+
+
+async def astop(replies: AsyncIterator[Any]) -> None:
+    """Close an async `replies` generator."""
+    await cast(Any, replies).aclose()
+
+
 def token_of(rid: str) -> str:
     return split_request_id(rid)[1]
 
@@ -112,7 +122,7 @@ class Flow:
         parts = []
         for token in self.tokens(asm, account):
             p = self.rt.redis.hget(self.keys.request(account, token), "p")
-            assert p is not None
+            assert isinstance(p, bytes)
             parts.append(b'{"custom_id":"' + token.encode() + b'","params":' + p + b"}")
         return b'{"requests":[' + b",".join(parts) + b"]}"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pytest
 import redis
@@ -39,7 +40,7 @@ def in_submit_order(flow: Flow, asms: list[str], tokens: list[str]) -> list[str]
     return sorted(asms, key=lambda a: tokens.index(flow.tokens(a)[0]))
 
 
-def cut_reasons(logs: list[dict[str, object]]) -> list[object]:
+def cut_reasons(logs: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [e["reason"] for e in logs if e["event"] == "lane cut"]
 
 
@@ -276,7 +277,7 @@ def test_stale_pending_entry_is_skipped(
     client.cancel(gone.id)
     # Put the entry back as if the cancel had raced an older writer and missed it.
     [b_entry] = [e for e in redis_client.lrange(q, 0, -1) if text(e).startswith(token_of(b.id))]
-    redis_client.linsert(q, "BEFORE", b_entry, stale)
+    redis_client.linsert(q, "BEFORE", text(b_entry), text(stale))
     redis_client.hincrby(Keys().lane_stats(ACCOUNT, 0), "count", 1)
     redis_client.hincrby(Keys().lane_stats(ACCOUNT, 0), "bytes", framed(params("gone")))
     asm = flow.cut()

@@ -24,7 +24,7 @@ from batchd import (
 )
 from batchd.keys import Keys
 from batchd.store import publish_accounts, text
-from tests.pipeline import ACCOUNT, BATCH_ID, Flow, compact, framed, params, token_of
+from tests.pipeline import ACCOUNT, BATCH_ID, Flow, astop, compact, framed, params, token_of
 
 T = TypeVar("T")
 UNKNOWN = "default.01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -323,7 +323,7 @@ def test_unacknowledged_reply_is_delivered_again(settings: Settings, flow: Flow)
         flow.end(*ids)
         replies = c.replies("svc", timeout=5, consumer="w1")
         await anext(replies)
-        await replies.aclose()  # the consumer stops while handling it
+        await astop(replies)  # the consumer stops while handling it
         again = [r.id async for r in c.replies("svc", timeout=0.2, consumer="w1")]
         return ids, again
 
@@ -340,7 +340,7 @@ def test_ack_removes_the_item(settings: Settings, flow: Flow, redis_client: redi
         replies = c.replies("svc", timeout=5)
         first = await anext(replies)
         await c.ack("svc", first)
-        await replies.aclose()
+        await astop(replies)
         again = [r.id async for r in c.replies("svc", timeout=0.2)]
         return ids, again
 

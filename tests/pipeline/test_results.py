@@ -29,6 +29,7 @@ from tests.pipeline import (
     Flow,
     errored,
     params,
+    stop,
     succeeded,
     token_of,
     wait_for,
@@ -351,8 +352,8 @@ def test_envelope_times_are_the_records_times(
     flow.end(ticket.id)
     result = client.wait(ticket.id, timeout=0)
     ts, te = redis_client.hmget(Keys().request(ACCOUNT, token_of(ticket.id)), "ts", "te")
-    assert result.submitted_at == datetime.fromtimestamp(int(ts) / 1000, tz=UTC)
-    assert result.ended_at == datetime.fromtimestamp(int(te) / 1000, tz=UTC)
+    assert result.submitted_at == datetime.fromtimestamp(int(text(ts)) / 1000, tz=UTC)
+    assert result.ended_at == datetime.fromtimestamp(int(text(te)) / 1000, tz=UTC)
     assert result.submitted_at <= result.ended_at
 
 
@@ -443,7 +444,9 @@ def test_retry_puts_the_request_back_at_the_tail(
     entries = redis_client.lrange(Keys().pending(ACCOUNT, 0), 0, -1)
     assert [text(e).split(" ")[0] for e in entries] == [token_of(newer.id), token_of(ticket.id)]
     rk = Keys().request(ACCOUNT, token_of(ticket.id))
-    assert orjson.loads(redis_client.hget(rk, "le")) == orjson.loads(errored("overloaded_error"))
+    assert orjson.loads(text(redis_client.hget(rk, "le"))) == orjson.loads(
+        errored("overloaded_error")
+    )
 
 
 def test_retried_request_counts_in_its_lane_again(
@@ -564,7 +567,7 @@ def test_replies_come_oldest_first(client: Client, flow: Flow) -> None:
     flow.end(*ids)
     replies = client.replies("svc", timeout=5)
     got = [next(replies).id for _ in ids]
-    replies.close()
+    stop(replies)
     assert got == ids
 
 
@@ -585,7 +588,7 @@ def test_unacknowledged_reply_is_delivered_again(client: Client, flow: Flow) -> 
         break  # the consumer dies while handling it
     again = client.replies("svc", timeout=5, consumer="worker-1")
     assert [next(again).id, next(again).id] == [first.id, second.id]
-    again.close()
+    stop(again)
 
 
 def test_unacknowledged_reply_stays_with_its_consumer(
@@ -598,7 +601,7 @@ def test_unacknowledged_reply_stays_with_its_consumer(
     got = next(replies)
     assert redis_client.llen(Keys().reply_queue("svc")) == 0
     assert redis_client.lrange(Keys().reply_inflight("svc", "c1"), 0, -1) == [got.raw]
-    replies.close()
+    stop(replies)
 
 
 def test_reading_the_next_reply_acknowledges_the_previous(
@@ -611,7 +614,7 @@ def test_reading_the_next_reply_acknowledges_the_previous(
     next(replies)
     second = next(replies)
     assert redis_client.lrange(Keys().reply_inflight("svc", "default"), 0, -1) == [second.raw]
-    replies.close()
+    stop(replies)
 
 
 def test_ack_removes_the_item(client: Client, flow: Flow, redis_client: redis.Redis) -> None:
@@ -647,7 +650,7 @@ def test_consumers_do_not_take_each_others_items(client: Client, flow: Flow) -> 
     a = client.replies("svc", timeout=5, consumer="a")
     assert next(a).id == ids[0]
     assert [r.id for r in client.replies("svc", timeout=0.2, consumer="b")] == [ids[1]]
-    a.close()
+    stop(a)
     assert [r.id for r in client.replies("svc", timeout=0.2, consumer="a")] == [ids[0]]
 
 
@@ -668,6 +671,6 @@ def test_redelivered_items_keep_oldest_first_order(client: Client, flow: Flow) -
     assert next(g1).id == ids[1]
     assert next(g2).id == ids[2]
     # Both stop without acknowledging: ids[1] and ids[2] are in flight.
-    g1.close()
-    g2.close()
+    stop(g1)
+    stop(g2)
     assert [r.id for r in client.replies("svc", timeout=0.2)] == ids[1:]

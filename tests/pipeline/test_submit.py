@@ -450,7 +450,8 @@ def test_submit_many_reports_each_outcome_in_order(
 
 def test_submit_many_refuses_malformed_items(client: Client, redis_client: redis.Redis) -> None:
     """Items that are not SubmitItems or mappings, or carry unknown fields, fail in their place."""
-    outcomes = client.submit_many([42, {"params": params(), "colour": "red"}, {"key": "k"}])
+    items: list[Any] = [42, {"params": params(), "colour": "red"}, {"key": "k"}]
+    outcomes = client.submit_many(items)
     assert all(isinstance(o, InvalidRequestError) for o in outcomes)
     assert [o.field for o in outcomes if isinstance(o, SubmitError)] == ["item", "item", "params"]
     assert redis_client.dbsize() == 0
