@@ -315,6 +315,19 @@ def test_replies_come_oldest_first(settings: Settings, flow: Flow) -> None:
     assert got == ids
 
 
+def test_replies_with_zero_timeout_drain_and_end(settings: Settings, flow: Flow) -> None:
+    """timeout=0 hands out what is queued and ends without blocking."""
+
+    async def body(c: AsyncClient) -> tuple[str, list[str]]:
+        ticket = await c.submit(params(), reply_to="svc")
+        flow.end(ticket.id)
+        async with asyncio.timeout(5):
+            return ticket.id, [r.id async for r in c.replies("svc", timeout=0)]
+
+    rid, got = run(settings, body)
+    assert got == [rid]
+
+
 def test_unacknowledged_reply_is_delivered_again(settings: Settings, flow: Flow) -> None:
     """An item read but not acknowledged comes back on the next `replies` of that consumer."""
 
@@ -358,3 +371,17 @@ def test_flush_marks_the_lane(settings: Settings, redis_client: redis.Redis) -> 
 
     run(settings, body)
     assert redis_client.smembers(Keys().flush(ACCOUNT)) == {b"3", b"*"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: AsyncClient lacks Client's from_url and from_settings constructors",
+)
+def test_async_client_is_a_twin_of_client() -> None:
+    """Every public method of Client has an AsyncClient namesake (close is aclose)."""
+    from batchd import Client
+
+    def public(cls: type) -> set[str]:
+        return {n for n in dir(cls) if not n.startswith("_")}
+
+    assert public(Client) - {"close"} <= public(AsyncClient)

@@ -181,6 +181,26 @@ def test_wait_times_out(client: Client, redis_client: redis.Redis) -> None:
     assert blocked(redis_client) == 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=redis.TimeoutError,
+    reason="bug: wait blocks up to store.BLOCK_SECONDS per BLMOVE whatever the connection's "
+    "socket_timeout, so a caller's connection (redis-py defaults to 5 s) times out first",
+)
+def test_wait_on_a_callers_connection_honours_its_socket_timeout(
+    settings: Settings, redis_url: str
+) -> None:
+    """A Client built on the caller's connection ends a long wait with WaitTimeoutError."""
+    connection = redis.Redis.from_url(redis_url, socket_timeout=0.3)
+    try:
+        client = Client(settings=settings, connection=connection)
+        ticket = client.submit(params())
+        with pytest.raises(WaitTimeoutError):
+            client.wait(ticket.id, timeout=1.0)
+    finally:
+        connection.close()
+
+
 def test_wait_for_an_unknown_id_raises_not_found(client: Client) -> None:
     """Waiting on an id nobody submitted raises at once instead of blocking."""
     with pytest.raises(RequestNotFoundError):
@@ -674,3 +694,30 @@ def test_redelivered_items_keep_oldest_first_order(client: Client, flow: Flow) -
     stop(g1)
     stop(g2)
     assert [r.id for r in client.replies("svc", timeout=0.2)] == ids[1:]
+
+
+def test_replies_with_zero_timeout_do_not_block(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """timeout=0 drains what is there and ends, like wait(timeout=0)."""
+    ticket = client.submit(params(), reply_to="svc")
+    flow.end(ticket.id)
+    got: list[str] = []
+
+    def drain() -> None:
+        try:
+            got.extend(r.id for r in client.replies("svc", timeout=0))
+        except redis.RedisError:
+            pass  # unblocked below
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    thread.join(2)
+    hung = thread.is_alive()
+    if hung:
+        for c in redis_client.client_list():
+            if c["cmd"] == "blmove":
+                redis_client.client_unblock(int(c["id"]), error=True)
+        thread.join(5)
+    assert not hung
+    assert got == [ticket.id]
