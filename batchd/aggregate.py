@@ -122,8 +122,8 @@ def tick(rt: Runtime) -> int:
                 while True:
                     stats = lane_stats(rt, account, priority)
                     reason = due_reason(rt, stats, now, want_flush)
+                    # A flush cuts everything pending now, in as many batches as it takes.
                     if reason is None or cut(rt, account, priority, reason) is None:
                         break
                     cuts += 1
-                    want_flush = False
     return cuts

@@ -27,15 +27,35 @@ EXIT_NOT_FOUND = 3
 EXIT_TIMEOUT = 4
 
 
+def _add_globals(parser: argparse.ArgumentParser, default: object = None) -> None:
+    parser.add_argument(
+        "--config", metavar="PATH", default=default, help="TOML configuration file (BATCHD_CONFIG)"
+    )
+    parser.add_argument(
+        "--redis-url", metavar="URL", default=default, help="Redis URL (BATCHD_REDIS_URL)"
+    )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default=default
+    )
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default=default)
+
+
+def _globals_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept the global options after any subcommand too (`batchd status --config F`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if "--config" not in child._option_string_actions:
+                    _add_globals(child, default=argparse.SUPPRESS)
+                _globals_everywhere(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchd",
         description="Run Claude Messages requests through the Message Batches API at half price.",
     )
-    parser.add_argument("--config", metavar="PATH", help="TOML configuration file (BATCHD_CONFIG)")
-    parser.add_argument("--redis-url", metavar="URL", help="Redis URL (BATCHD_REDIS_URL)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", choices=["auto", "json", "console"])
+    _add_globals(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -46,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _globals_everywhere(parser)
     return parser
 
 

@@ -308,7 +308,7 @@ class Client:
         """
         q = self.keys.reply_queue(reply_to)
         inflight = self.keys.reply_inflight(reply_to, consumer)
-        while self.redis.lmove(inflight, q, "RIGHT", "RIGHT") is not None:
+        while self.redis.lmove(inflight, q, "LEFT", "RIGHT") is not None:
             pass
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -353,6 +353,14 @@ class AsyncClient:
         self.scripts = Scripts(self.redis)
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> AsyncClient:
+        return cls(url, settings=settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncClient:
+        return cls(settings=settings)
 
     async def aclose(self) -> None:
         if self._owns:
@@ -487,7 +495,7 @@ class AsyncClient:
         """See `Client.replies`."""
         q = self.keys.reply_queue(reply_to)
         inflight = self.keys.reply_inflight(reply_to, consumer)
-        while await self.redis.lmove(inflight, q, "RIGHT", "RIGHT") is not None:
+        while await self.redis.lmove(inflight, q, "LEFT", "RIGHT") is not None:
             pass
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

@@ -374,7 +374,7 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, help="stage worker processes (default 2)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("worker", help=argparse.SUPPRESS)
+    p = sub.add_parser("worker", help="one stage-job worker process (batchd run starts these)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="offline end-to-end demo: embedded Redis, emulator, daemon")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -47,9 +49,9 @@ def _read_secret_file(path: Path | None, what: str) -> SecretStr | None:
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ValueError(f"cannot read {what} from {path}: {exc.strerror}") from exc
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror}") from exc
     if not text:
-        raise ValueError(f"{what} file {path} is empty")
+        raise ValueError(f"{what} {path} is empty")
     return SecretStr(text)
 
 
@@ -63,7 +65,7 @@ class AccountSettings(_Section):
     @model_validator(mode="after")
     def _load_key_file(self) -> AccountSettings:
         if self.api_key is None and self.api_key_file is not None:
-            self.api_key = _read_secret_file(self.api_key_file, "api_key")
+            self.api_key = _read_secret_file(self.api_key_file, "api_key_file")
         return self
 
 
@@ -157,7 +159,7 @@ class WebhookEndpoint(_Section):
     @model_validator(mode="after")
     def _load_secret_file(self) -> WebhookEndpoint:
         if self.secret is None and self.secret_file is not None:
-            self.secret = _read_secret_file(self.secret_file, "webhook secret")
+            self.secret = _read_secret_file(self.secret_file, "secret_file")
         return self
 
 
@@ -184,7 +186,7 @@ class WebhookSettings(_Section):
     @model_validator(mode="after")
     def _load_secret_file(self) -> WebhookSettings:
         if self.secret is None and self.secret_file is not None:
-            self.secret = _read_secret_file(self.secret_file, "webhook secret")
+            self.secret = _read_secret_file(self.secret_file, "secret_file")
         return self
 
     @field_validator("schedule")
@@ -228,15 +230,19 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one account is needed")
         for name in value:
-            if not ACCOUNT_NAME.match(name):
+            if not ACCOUNT_NAME.fullmatch(name):
                 raise ValueError(f"account name {name!r} must match {ACCOUNT_NAME.pattern}")
         return value
 
-    @model_validator(mode="after")
-    def _default_account_exists(self) -> Settings:
-        if self.default_account not in self.accounts:
-            raise ValueError(f"default_account {self.default_account!r} is not in accounts")
-        return self
+    # A field validator (not a model one) so the problem is reported alongside any other bad
+    # field; `accounts` is declared first, so it is in `info.data` whenever it was valid.
+    @field_validator("default_account")
+    @classmethod
+    def _default_account_exists(cls, value: str, info: ValidationInfo) -> str:
+        accounts = info.data.get("accounts")
+        if accounts is not None and value not in accounts:
+            raise ValueError(f"{value!r} is not one of the accounts {sorted(accounts)}")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -270,7 +276,10 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "invalid configuration:\n  " + "\n  ".join(problems), problems
             ) from None
-        except ValueError as exc:  # TOML syntax errors and the like
+        except tomllib.TOMLDecodeError as exc:
+            problem = f"config: {path} is not valid TOML: {exc}"
+            raise ConfigError(f"invalid configuration: {problem}", [problem]) from None
+        except ValueError as exc:  # environment values that do not parse, and the like
             raise ConfigError(f"invalid configuration: {exc}", [str(exc)]) from None
         finally:
             _CONFIG_PATH["path"] = None
@@ -311,6 +320,8 @@ def _describe(err: Any) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ())) or "(settings)"
     msg = str(err.get("msg", "invalid"))
     value = err.get("input")
-    if isinstance(value, str | int | float | bool) and "secret" not in loc and "key" not in loc:
+    # An unknown key may be a misspelled secret (`scret = "whsec_..."`): never echo its value.
+    hidden = "secret" in loc or "key" in loc or err.get("type") == "extra_forbidden"
+    if isinstance(value, str | int | float | bool) and not hidden:
         return f"{loc}: {msg} (got {value!r})"
     return f"{loc}: {msg}"

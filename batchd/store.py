@@ -85,6 +85,7 @@ def warn_durability(client: redis.Redis) -> list[str]:
 def publish_accounts(client: redis.Redis, keys: Keys, settings: Settings) -> None:
     """Tell producers which accounts the daemon serves, so they can refuse unknown ones."""
     pipe = client.pipeline()
+    pipe.delete(keys.accounts())
     pipe.sadd(keys.accounts(), *settings.accounts)
     # A pause marks a refused API key; a daemon starting with (maybe) new keys tries again.
     for account in settings.accounts:

@@ -43,7 +43,9 @@ class Prepared:
 def encode_json(value: Any, field: str) -> bytes:
     """Compact UTF-8 JSON, refusing what JSON cannot carry (NaN, lone surrogates, objects)."""
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_mapping
+        )
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidRequestError(
@@ -57,6 +59,13 @@ def encode_json(value: Any, field: str) -> bytes:
         raise InvalidRequestError(f"{field}: not JSON-serialisable: {exc}", field=field) from exc
     except RecursionError as exc:
         raise InvalidRequestError(f"{field}: nested too deeply", field=field) from exc
+
+
+def _mapping(value: Any) -> Any:
+    """json.dumps encodes only dicts; any other read-only Mapping is encoded as one."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def key_digest(key: str) -> str:
@@ -109,7 +118,7 @@ def prepare(
     """Validate one submit and encode it; raises a SubmitError subclass naming the field."""
     sub = settings.submit
     account = settings.default_account if account is None else account
-    if not isinstance(account, str) or not ACCOUNT_NAME.match(account):
+    if not isinstance(account, str) or not ACCOUNT_NAME.fullmatch(account):
         raise InvalidRequestError(
             f"account: must match {ACCOUNT_NAME.pattern}, got {account!r}", field="account"
         )
@@ -150,7 +159,7 @@ def prepare(
             not isinstance(reply_to, str)
             or not reply_to
             or len(reply_to) > sub.max_reply_to_length
-            or not _REPLY_TO.match(reply_to)
+            or not _REPLY_TO.fullmatch(reply_to)
         ):
             raise InvalidRequestError(
                 f"reply_to: 1 to {sub.max_reply_to_length} characters of "
