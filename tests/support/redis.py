@@ -35,7 +35,9 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with AOF in its own directory; survives restarts on one port."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "always", extra: list[str] | None = None):
+    def __init__(
+        self, directory: Path, *, appendfsync: str = "always", extra: list[str] | None = None
+    ):
         self.directory = directory
         self.port = free_port()
         self.appendfsync = appendfsync
@@ -50,14 +52,22 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         cmd = [
             redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.directory / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.directory / "redis.log"),
             *self.extra,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
