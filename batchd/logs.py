@@ -54,7 +54,12 @@ class Redactor:
             return [self.scrub(v) for v in value]
         if isinstance(value, BaseException):
             return self.scrub(repr(value))
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        # Other objects are rendered with repr (a URL, a request): scrub that when it leaks.
+        shown = repr(value)
+        cleaned = self.scrub(shown)
+        return value if cleaned == shown else cleaned
 
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
@@ -82,7 +87,7 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
         structlog.processors.format_exc_info,
     ]
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=True)
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if use_console
         else structlog.processors.JSONRenderer()
     )
