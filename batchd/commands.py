@@ -354,10 +354,20 @@ def cmd_flush(args: argparse.Namespace) -> int:
     from batchd.client import Client
 
     settings = _need_redis(load_settings(args))
+    account, priority = args.account, args.priority
+    if args.lane:
+        name, _, prio = args.lane.partition("/")
+        if not name or (prio and not prio.isdigit()):
+            print("batchd: --lane takes ACCOUNT or ACCOUNT/PRIORITY", file=sys.stderr)
+            return EXIT_USAGE
+        account, priority = name, int(prio) if prio else None
+    if account is not None and account not in settings.accounts:
+        print(f"batchd: unknown account {account!r}", file=sys.stderr)
+        return EXIT_USAGE
     with Client(settings=settings) as client:
-        accounts = [args.account] if args.account else list(settings.accounts)
-        for account in accounts:
-            client.flush(account, args.priority)
+        accounts = [account] if account else list(settings.accounts)
+        for name in accounts:
+            client.flush(name, priority)
     print(f"flush requested for {', '.join(accounts)}")
     return 0
 
@@ -413,6 +423,7 @@ def register(sub: Any) -> None:
     rp.set_defaults(func=cmd_requests)
 
     p = sub.add_parser("flush", help="cut lanes now instead of waiting")
+    p.add_argument("--lane", help="ACCOUNT or ACCOUNT/PRIORITY")
     p.add_argument("--account")
     p.add_argument("--priority", type=int)
     p.set_defaults(func=cmd_flush)

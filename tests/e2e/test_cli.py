@@ -119,6 +119,15 @@ def test_flush_cuts_the_lane_now(stack: Stack, submit: SubmitFn) -> None:
     assert stack.client.wait(rid, timeout=60).status == "succeeded"
 
 
+def test_flush_one_lane(stack: Stack, submit: SubmitFn) -> None:
+    """`batchd flush --lane default/0` cuts that lane; an unknown account exits 2."""
+    stack.daemon(BATCHD_BATCH__MAX_WAIT="3600")
+    [rid] = submit(1)
+    assert batchd(stack, "flush", "--lane", "nobody/0").returncode == 2
+    assert batchd(stack, "flush", "--lane", "default/0").returncode == 0
+    assert stack.client.wait(rid, timeout=60).status == "succeeded"
+
+
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """`batchd demo` starts its own Redis, emulator and daemon and exits 0 with a summary."""
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BATCHD_")}

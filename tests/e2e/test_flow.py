@@ -207,3 +207,39 @@ def test_params_unchanged_on_the_wire(stack: Stack) -> None:
     result = stack.client.wait(ticket.id, timeout=60)
     assert result.status == "succeeded"
     assert result.metadata == {"x": 1.5}
+
+
+def test_batch_vanished_from_the_api_ends_its_requests_errored(
+    stack: Stack, submit: SubmitFn
+) -> None:
+    """A batch the API no longer knows (404) ends its requests errored, not sent twice."""
+    stack.emulator.set_profile({"processing_time": [10_000, 10_000]})
+    stack.daemon()
+    [rid] = submit(1)
+    wait_for(lambda: stack.client.get(rid).batch_id, 30, "the batch id")
+    stack.emulator.reset()
+    result = stack.client.wait(rid, timeout=60)
+    assert result.status == "errored"
+    assert result.error is not None and result.error["type"] == "not_found_error"
+    assert result.attempts == 1
+
+
+def test_unknown_and_repeated_result_lines_are_ignored(stack: Stack) -> None:
+    """Fan-out lines for ids not in the batch, or seen before, change nothing."""
+    from batchd.runtime import Runtime
+
+    stack.daemon()
+    ticket = stack.client.submit(params(1))
+    first = stack.client.wait(ticket.id, timeout=60)
+    rt = Runtime(stack.client.settings)
+    try:
+        _, token = ticket.id.split(".", 1)
+        out = rt.scripts.fanout(
+            args=[rt.keys.tag("default"), rt.keys.prefix, "default", "some-assembly",
+                  str(first.batch_id), 60_000, 3, token, "err", b'{"type":"errored"}',
+                  "0" * 26, "ok", b'{"type":"succeeded"}']
+        )  # fmt: skip
+    finally:
+        rt.close()
+    assert [int(x) for x in out] == [0, 0, 2]
+    assert stack.client.wait(ticket.id, timeout=5).raw == first.raw
