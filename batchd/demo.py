@@ -24,6 +24,7 @@ from rich.table import Table
 from batchd.client import Client
 from batchd.embedded import EmbeddedRedis
 from batchd.keys import new_token
+from batchd.logs import configure
 from batchd.store import text
 
 #: The emulator's behaviour in the demo: a few errors and expiries, which batchd retries, so the
@@ -66,6 +67,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from batchd.emulator.server import start_in_thread
 
     console = Console(stderr=True)
+    # The progress display is the demo's output; the daemon logs to a file, the rest is quiet.
+    configure("warning", "console")
     n = int(args.requests)
     if n < 1:
         console.print("batchd demo: --requests must be at least 1")
