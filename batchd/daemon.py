@@ -8,6 +8,7 @@ losing work (every stage resumes from Redis); a second signal forces the stop.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 import subprocess
@@ -144,6 +145,10 @@ class Daemon:
             self._start_thread("sweeper", lambda: self._loop("sweeper", tick * 4, sweeper.sweep))
         if "webhooks" in self.roles and self.settings.webhooks.enabled:
             self._start_webhooks()
+        if "ingress" in self.roles and self.settings.ingress.enabled:
+            self._start_service("batchd.ingress.server", "ingress")
+        if self.settings.http.enabled:
+            self._start_service("batchd.observe.server", "http")
         if "worker" in self.roles:
             self._workers = [self._spawn_worker() for _ in range(self.settings.run.workers)]
         log.info(
@@ -166,6 +171,17 @@ class Daemon:
             return
         sender = WebhookSender(self.settings, self.settings.redis_url or "")
         self._start_thread("webhooks", lambda: sender.run_in_thread(self.stop))
+
+    def _start_service(self, module: str, name: str) -> None:
+        """Start `module.run(daemon, stop_event)` in a thread, if that module exists."""
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            log.warning("service unavailable in this build", service=name)
+            return
+        self._start_thread(name, lambda: mod.run(self, self.stop))
 
     def _heartbeat(self, rt: Runtime) -> None:
         try:

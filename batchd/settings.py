@@ -128,11 +128,12 @@ class SubmitSettings(_Section):
 class RunSettings(_Section):
     """The daemon process."""
 
-    roles: list[Literal["aggregator", "worker", "webhooks", "sweeper"]] = [
+    roles: list[Literal["aggregator", "worker", "webhooks", "sweeper", "ingress"]] = [
         "aggregator",
         "worker",
         "webhooks",
         "sweeper",
+        "ingress",
     ]
     workers: int = Field(2, ge=0, le=64)
     grace: float = Field(30.0, ge=0)
@@ -197,6 +198,22 @@ class WebhookSettings(_Section):
         return value
 
 
+class IngressSettings(_Section):
+    """The HTTP ingress for producers in any language, and the drop-in Messages endpoint."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class HttpSettings(_Section):
+    """The operations endpoints: /metrics, /healthz, /readyz."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """Everything batchd can be told. See config.example.toml for each field's meaning."""
 
@@ -223,6 +240,8 @@ class Settings(BaseSettings):
     run: RunSettings = RunSettings()
     log: LogSettings = LogSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    ingress: IngressSettings = IngressSettings()
+    http: HttpSettings = HttpSettings()
 
     @field_validator("accounts")
     @classmethod
