@@ -25,6 +25,8 @@ FAST_ENV = {
     "BATCHD_API__RETRY_AFTER_MAX": "0.5",
     "BATCHD_LOG__FORMAT": "json",
     "BATCHD_LOG__LEVEL": "info",
+    # Port 0: each daemon's /metrics, /healthz, /readyz on a free port, so daemons run side by side.
+    "BATCHD_HTTP__PORT": "0",
 }
 
 
