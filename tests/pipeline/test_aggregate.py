@@ -176,11 +176,6 @@ def test_flush_cuts_the_lane_now(client: Client, runtime: Runtime, flow: Flow) -
     assert aggregate.tick(runtime) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: aggregate.tick clears want_flush after any cut, so a count cut uses up the "
-    "flush and the rest of the lane waits for max_wait",
-)
 def test_flush_cuts_everything_pending_even_past_max_requests(
     make_client: MakeClient,
     make_runtime: MakeRuntime,

@@ -13,6 +13,7 @@ import redis
 from batchd import (
     AsyncClient,
     CancelError,
+    Client,
     InvalidRequestError,
     RequestNotFoundError,
     RequestTooLargeError,
@@ -373,13 +374,8 @@ def test_flush_marks_the_lane(settings: Settings, redis_client: redis.Redis) -> 
     assert redis_client.smembers(Keys().flush(ACCOUNT)) == {b"3", b"*"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: AsyncClient lacks Client's from_url and from_settings constructors",
-)
 def test_async_client_is_a_twin_of_client() -> None:
     """Every public method of Client has an AsyncClient namesake (close is aclose)."""
-    from batchd import Client
 
     def public(cls: type) -> set[str]:
         return {n for n in dir(cls) if not n.startswith("_")}

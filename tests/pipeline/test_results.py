@@ -674,11 +674,6 @@ def test_consumers_do_not_take_each_others_items(client: Client, flow: Flow) -> 
     assert [r.id for r in client.replies("svc", timeout=0.2, consumer="a")] == [ids[0]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Client.replies hands in-flight items back with LMOVE RIGHT RIGHT, "
-    "which puts the newest of them first",
-)
 def test_redelivered_items_keep_oldest_first_order(client: Client, flow: Flow) -> None:
     """Two unacknowledged items of one consumer name come back oldest first."""
     ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(4)]

@@ -279,10 +279,6 @@ REFUSALS: list[Any] = [
         {"reply_to": "replies\n"},
         "reply_to",
         id="reply-to-trailing-newline",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bug: validate._REPLY_TO uses match() with `$`, which accepts a trailing \\n",
-        ),
     ),
     pytest.param({"priority": -1}, "priority", id="priority-negative"),
     pytest.param({"priority": 10}, "priority", id="priority-too-high"),
@@ -296,11 +292,6 @@ REFUSALS: list[Any] = [
         {"account": "default\n"},
         "account",
         id="account-trailing-newline",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bug: ACCOUNT_NAME.match() with `$` accepts 'default\\n'; the request is "
-            "stored in a lane no aggregator serves",
-        ),
     ),
     pytest.param({"key": ""}, "key", id="key-empty"),
     pytest.param({"key": 5}, "key", id="key-int"),
@@ -370,11 +361,6 @@ def test_unknown_account_is_refused_once_accounts_are_published(
     assert redis_client.dbsize() == size
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: store.publish_accounts only SADDs, so an account removed from the daemon's "
-    "configuration stays published and producers keep queueing requests no aggregator serves",
-)
 def test_account_removed_from_the_daemon_is_refused(
     make_client: MakeClient, make_settings: Callable[..., Settings], redis_client: redis.Redis
 ) -> None:
@@ -393,11 +379,6 @@ def test_published_account_is_accepted(
     assert make_client().submit(params(), account="default").id.startswith("default.")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: validate.encode_json hands any Mapping to json.dumps, which only encodes dict; "
-    "a read-only mapping is refused as 'not JSON-serialisable'",
-)
 def test_params_and_metadata_may_be_any_mapping(client: Client, redis_client: redis.Redis) -> None:
     """A read-only mapping is accepted for params and metadata and stored as a JSON object."""
     ticket = client.submit(MappingProxyType(params()), metadata=MappingProxyType({"a": 1}))
