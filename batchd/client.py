@@ -7,7 +7,7 @@ polling loop; `replies` reads a reply queue, an item leaving it only on acknowle
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -93,12 +93,20 @@ def _state(rid: str, fields: list[Any], batch_id: str | None) -> RequestState:
     )
 
 
-def _timeout(left: float, deadline: float | None) -> int:
-    """One blocking call's timeout: at most BLOCK_SECONDS, so the socket timeout never fires
-    first; redis takes fractions of a second."""
+def _block_limit(connection: Any) -> float:
+    """The longest one blocking call may take on this connection: under its socket timeout
+    (a caller's connection may have a short one), and at most BLOCK_SECONDS."""
+    timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+    if not timeout:
+        return BLOCK_SECONDS
+    return max(0.01, min(BLOCK_SECONDS, float(timeout) * 0.5))
+
+
+def _timeout(left: float, deadline: float | None, limit: float) -> int:
+    """One blocking call's timeout (redis takes fractions of a second)."""
     if deadline is None:
-        return cast(int, BLOCK_SECONDS)
-    return cast(int, min(max(left, 0.01), BLOCK_SECONDS))
+        return cast(int, limit)
+    return cast(int, min(max(left, 0.01), limit))
 
 
 def _ids(rid: str) -> tuple[str, str]:
@@ -142,6 +150,7 @@ class Client:
         self._owns = connection is None
         self.keys = Keys(self.settings.prefix)
         self.scripts = Scripts(self.redis)
+        self._block = _block_limit(self.redis)
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
 
@@ -273,7 +282,10 @@ class Client:
             if deadline is not None and left <= 0:
                 raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
             # BLMOVE onto the same list wakes every waiter and consumes nothing.
-            self.redis.blmove(dk, dk, _timeout(left, deadline))
+            try:
+                self.redis.blmove(dk, dk, _timeout(left, deadline, self._block))
+            except redis.TimeoutError:
+                continue  # the socket gave up before Redis did: the deadline decides
 
     def cancel(self, request_id: str) -> Result:
         """Cancel a pending request: it ends `canceled` at once.
@@ -298,7 +310,7 @@ class Client:
 
     def replies(
         self, reply_to: str, *, timeout: float | None = None, consumer: str = "default"
-    ) -> Iterator[Result]:
+    ) -> Generator[Result, None, None]:
         """Iterate the results arriving on reply queue `reply_to`.
 
         An item is moved to this consumer's in-flight list when read and removed from it when
@@ -313,7 +325,9 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = 0.0 if deadline is None else deadline - time.monotonic()
-            raw = self.redis.blmove(q, inflight, _timeout(left, deadline), "RIGHT", "LEFT")
+            raw = self.redis.blmove(
+                q, inflight, _timeout(left, deadline, self._block), "RIGHT", "LEFT"
+            )
             if raw is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
@@ -351,6 +365,7 @@ class AsyncClient:
         self._owns = connection is None
         self.keys = Keys(self.settings.prefix)
         self.scripts = Scripts(self.redis)
+        self._block = _block_limit(self.redis)
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
 
@@ -469,7 +484,10 @@ class AsyncClient:
             left = 0.0 if deadline is None else deadline - time.monotonic()
             if deadline is not None and left <= 0:
                 raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
-            await self.redis.blmove(dk, dk, _timeout(left, deadline))
+            try:
+                await self.redis.blmove(dk, dk, _timeout(left, deadline, self._block))
+            except redis.TimeoutError:
+                continue  # the socket gave up before Redis did: the deadline decides
 
     async def cancel(self, request_id: str) -> Result:
         """See `Client.cancel`."""
@@ -491,7 +509,7 @@ class AsyncClient:
 
     async def replies(
         self, reply_to: str, *, timeout: float | None = None, consumer: str = "default"
-    ) -> AsyncIterator[Result]:
+    ) -> AsyncGenerator[Result, None]:
         """See `Client.replies`."""
         q = self.keys.reply_queue(reply_to)
         inflight = self.keys.reply_inflight(reply_to, consumer)
@@ -500,7 +518,9 @@ class AsyncClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = 0.0 if deadline is None else deadline - time.monotonic()
-            raw = await self.redis.blmove(q, inflight, _timeout(left, deadline), "RIGHT", "LEFT")
+            raw = await self.redis.blmove(
+                q, inflight, _timeout(left, deadline, self._block), "RIGHT", "LEFT"
+            )
             if raw is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     return

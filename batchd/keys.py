@@ -72,11 +72,11 @@ class Keys:
 
     # -- lanes ------------------------------------------------------------------------------
     def pending(self, account: str, priority: int) -> str:
-        """List: entries `<token> <framed size>` waiting for a batch, oldest at the head."""
+        """List: entries `<token> <framed size> <enqueued ms>` waiting, oldest at the head."""
         return f"{self.tag(account)}:q:{priority}"
 
     def lane_stats(self, account: str, priority: int) -> str:
-        """Hash: `count`, `bytes` of the pending list; `first` ms of the oldest entry."""
+        """Hash: `count` and `bytes` (framed) of the pending list."""
         return f"{self.tag(account)}:qs:{priority}"
 
     def lanes(self, account: str) -> str:

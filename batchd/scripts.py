@@ -135,18 +135,11 @@ return {1, rid}
 CANCEL = r"""
 local tag, prefix, account, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rk = tag .. ':r:' .. token
-local f = redis.call('HMGET', rk, 'st', 'pr', 'n', 'res')
+local f = redis.call('HMGET', rk, 'st', 'pr', 'n', 'res', 'eq')
 if not f[1] then return {0, 'missing'} end
 if f[1] ~= 'pending' then return {0, f[1], f[4] or ''} end
-local q = tag .. ':q:' .. f[2]
-local entries = redis.call('LRANGE', q, 0, -1)
-local removed = 0
-for _, e in ipairs(entries) do
-  if string.sub(e, 1, #token + 1) == token .. ' ' then
-    removed = removed + redis.call('LREM', q, 1, e)
-    break
-  end
-end
+-- the pending entry is exactly `<token> <n> <eq>`: remove it without reading the lane
+local removed = redis.call('LREM', tag .. ':q:' .. f[2], 1, token .. ' ' .. f[3] .. ' ' .. f[5])
 if removed > 0 then
   local qs = tag .. ':qs:' .. f[2]
   redis.call('HINCRBY', qs, 'count', -1)

@@ -181,12 +181,6 @@ def test_wait_times_out(client: Client, redis_client: redis.Redis) -> None:
     assert blocked(redis_client) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=redis.TimeoutError,
-    reason="bug: wait blocks up to store.BLOCK_SECONDS per BLMOVE whatever the connection's "
-    "socket_timeout, so a caller's connection (redis-py defaults to 5 s) times out first",
-)
 def test_wait_on_a_callers_connection_honours_its_socket_timeout(
     settings: Settings, redis_url: str
 ) -> None:
