@@ -24,6 +24,8 @@ import redis
 from batchd import aggregate, sweeper
 from batchd.embedded import EmbeddedRedis
 from batchd.logs import configure, get_logger
+from batchd.observe import lifecycle, metrics, throughput
+from batchd.observe.health import Liveness
 from batchd.runtime import Runtime, install
 from batchd.settings import Settings
 from batchd.store import publish_accounts, warn_durability
@@ -54,10 +56,10 @@ def resolve_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None]:
 
 def worker_main(settings: Settings) -> int:
     """One rq worker process for the stage jobs (scheduler included)."""
-    from rq import SimpleWorker
+    from batchd.observe.worker import StageWorker
 
     rt = install(Runtime(settings))
-    worker = SimpleWorker(rt.queue_names(), connection=rt.redis)
+    worker = StageWorker(rt.queue_names(), connection=rt.redis)
     worker.work(with_scheduler=True, logging_level=settings.log.level.upper())
     return 0
 
@@ -76,6 +78,7 @@ class Daemon:
         self._workers: list[subprocess.Popen[bytes] | None] = []
         self._threads: list[threading.Thread] = []
         self.embedded: EmbeddedRedis | None = None
+        self.liveness = Liveness()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -92,6 +95,7 @@ class Daemon:
         bound = log.bind(loop=name)
         try:
             while not self.stop.is_set():
+                self.liveness.beat(name)
                 try:
                     step(rt)
                 except redis.RedisError as exc:
@@ -104,10 +108,12 @@ class Daemon:
         finally:
             rt.close()
 
-    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+    def _start_thread(self, name: str, target: Callable[[], None], watch: bool = True) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
+        if watch:  # a loop that must live as long as the process (services may end early)
+            self.liveness.watch_thread(name, t)
 
     def _spawn_worker(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -131,6 +137,7 @@ class Daemon:
                 self._workers[i] = self._spawn_worker()
 
     def run(self) -> int:
+        observation = lifecycle.prepare(self.settings)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.settings, self.embedded = resolve_redis(self.settings)
@@ -151,6 +158,7 @@ class Daemon:
             self._start_service("batchd.observe.server", "http")
         if "worker" in self.roles:
             self._workers = [self._spawn_worker() for _ in range(self.settings.run.workers)]
+            self.liveness.watch_processes("workers", lambda: self._workers)
         log.info(
             "batchd running",
             roles=self.roles,
@@ -158,10 +166,15 @@ class Daemon:
             accounts=sorted(self.settings.accounts),
             redis=_safe_url(self.settings.redis_url or ""),
         )
+        observation.started(self)
         while not self.stop.wait(0.5):
+            self.liveness.beat("main")
             self._supervise()
             self._heartbeat(rt)
-        return self._shutdown(rt)
+        try:
+            return self._shutdown(rt)
+        finally:
+            observation.finish()
 
     def _start_webhooks(self) -> None:
         try:
@@ -169,7 +182,9 @@ class Daemon:
         except ImportError:
             log.warning("webhook sender unavailable; callbacks stay in the outbox")
             return
-        sender = WebhookSender(self.settings, self.settings.redis_url or "")
+        sender = WebhookSender(
+            self.settings, self.settings.redis_url or "", on_result=metrics.webhook_result
+        )
         self._start_thread("webhooks", lambda: sender.run_in_thread(self.stop))
 
     def _start_service(self, module: str, name: str) -> None:
@@ -177,15 +192,17 @@ class Daemon:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            if not exc.name or not module.startswith(exc.name):
                 raise
             log.warning("service unavailable in this build", service=name)
             return
-        self._start_thread(name, lambda: mod.run(self, self.stop))
+        self._start_thread(name, lambda: mod.run(self, self.stop), watch=False)
 
     def _heartbeat(self, rt: Runtime) -> None:
         try:
-            rt.redis.zadd(rt.keys.processes(), {rt.identity: rt.now_ms()})
+            now = rt.now_ms()
+            rt.redis.zadd(rt.keys.processes(), {rt.identity: now})
+            throughput.record(rt.redis, rt.keys, now)
         except redis.RedisError:
             pass
 
