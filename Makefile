@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 N      ?= 1000
 
-.PHONY: demo test lint fmt bench chaos soak clean
+.PHONY: demo test lint fmt bench chaos soak clean k8s-config
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ chaos: $(STAMP)
 DURATION ?= 600
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos.soak --duration $(DURATION)
+
+# deploy/k8s/batchd.toml (the ConfigMap's file) from config.example.toml.
+k8s-config: $(STAMP)
+	$(BIN)/python deploy/k8s/render_config.py > deploy/k8s/batchd.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache batchd-data

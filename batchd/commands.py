@@ -216,79 +216,191 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def gather_status(settings: Any) -> dict[str, Any]:
-    from batchd.aggregate import lane_stats, lanes
-    from batchd.runtime import Runtime
-    from batchd.store import text
+    """Everything `batchd status` shows, as plain data (what `--json` prints)."""
+    from rq import Queue, Worker
 
-    rt = Runtime(settings)
+    from batchd.keys import Keys
+    from batchd.observe import snapshot, throughput
+    from batchd.runtime import STAGES
+    from batchd.store import connect
+
+    client = connect(settings.redis_url)
+    keys = Keys(settings.prefix)
     try:
-        now = rt.now_ms()
-        out: dict[str, Any] = {"lanes": [], "assemblies": [], "dead": {}, "counters": {}}
-        for account in settings.accounts:
-            for prio in lanes(rt, account):
-                s = lane_stats(rt, account, prio)
-                out["lanes"].append(
-                    {
-                        "account": account,
-                        "priority": prio,
-                        "pending": s.count,
-                        "bytes": s.bytes,
-                        "oldest_age_s": None if s.oldest_ms is None else (now - s.oldest_ms) / 1000,
-                    }
-                )
-            for raw in rt.redis.zrange(rt.keys.assemblies(account), 0, -1):
-                a = rt.assembly(account, text(raw))
-                if a:
-                    out["assemblies"].append(
-                        {"account": account, "assembly": text(raw), "state": a.get("st"),
-                         "batch_id": a.get("bid"), "requests": int(a.get("cnt") or 0),
-                         "bytes": int(a.get("clen") or 0), "polls": int(a.get("polls") or 0)}
-                    )  # fmt: skip
-            out["dead"][account] = rt.redis.zcard(rt.keys.dead(account))
-            paused = rt.redis.get(rt.keys.paused(account))
-            if paused:
-                out.setdefault("paused", {})[account] = text(paused)
-        out["counters"] = {text(k): int(v) for k, v in rt.redis.hgetall(rt.keys.counters()).items()}
-        out["processes"] = len(rt.redis.zrangebyscore(rt.keys.processes(), now - 10_000, "+inf"))
-        return out
+        snap = snapshot.read(client, keys, settings.accounts)
+        minutes = throughput.recent(client, keys, snap.now_ms, snap.counters)
+        queues = {s: Queue(f"{settings.prefix}-{s}", connection=client) for s in STAGES}
+        stage_queued = {s: q.count for s, q in queues.items()}
+        # rq drops a worker from its registry once the worker's key expires.
+        stage_workers = len(Worker.all(queue=queues["fanout"]))
     finally:
-        rt.close()
+        client.close()
+    out: dict[str, Any] = {
+        "lanes": [
+            {"account": ln.account, "priority": ln.priority, "pending": ln.pending,
+             "bytes": ln.bytes, "oldest_age_s": ln.oldest_age_s}
+            for ln in snap.lanes
+        ],
+        "assemblies": [
+            {"account": a.account, "assembly": a.assembly, "state": a.state,
+             "batch_id": a.batch_id, "requests": a.requests, "bytes": a.bytes, "polls": a.polls,
+             "age_s": a.age_s, "in_flight": a.in_flight, "request_counts": a.counts,
+             "finished": a.finished}
+            for a in snap.assemblies
+        ],
+        "dead": snap.dead,
+        "counters": snap.counters,
+        "processes": len(snap.processes),
+        "workers": {
+            "daemons": [{"identity": p.identity, "last_seen_s": p.age_s} for p in snap.processes],
+            "stage_workers": stage_workers,
+            "stage_jobs_queued": stage_queued,
+        },
+        "throughput": [
+            {"minute": _minute_iso(m.minute), "partial": m.partial, **m.counts} for m in minutes
+        ],
+        "webhooks": {"queued": snap.webhooks_queued, "dead": snap.webhooks_dead},
+    }  # fmt: skip
+    if snap.paused:
+        out["paused"] = snap.paused
+    return out
+
+
+def _minute_iso(minute: int) -> str:
+    import datetime
+
+    stamp = datetime.datetime.fromtimestamp(minute * 60, tz=datetime.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _bar(done: int, total: int, width: int = 20) -> Any:
+    """A progress bar that reads the same with or without colour: `━━━━────── 40/100`."""
+    from rich.text import Text
+
+    filled = round(width * done / total) if total > 0 else 0
+    return Text.assemble(("━" * filled, "green"), ("─" * (width - filled), "dim"),
+                         f" {done}/{total}")  # fmt: skip
+
+
+def render_status(status: dict[str, Any]) -> Any:
+    """The status as rich renderables: a headline, then lanes, batches, throughput, totals."""
+    from rich.console import Group, RenderableType
+    from rich.table import Table
+    from rich.text import Text
+
+    w = status["workers"]
+    queued = "  ".join(f"{s} {n}" for s, n in w["stage_jobs_queued"].items())
+    head = Text.assemble(
+        ("batchd  ", "bold"),
+        f"daemons alive {len(w['daemons'])}   stage workers {w['stage_workers']}   ",
+        f"stage jobs queued: {queued}",
+    )
+
+    lanes = Table(title="Lanes", title_justify="left", expand=False)
+    for col in ("account", "priority", "pending", "bytes", "oldest age"):
+        lanes.add_column(col, justify="left" if col == "account" else "right")
+    for ln in status["lanes"]:
+        lanes.add_row(ln["account"], str(ln["priority"]), str(ln["pending"]),
+                      _size(ln["bytes"]), _age(ln["oldest_age_s"]))  # fmt: skip
+    if not status["lanes"]:
+        lanes.add_row("-", "", "0", "", "")
+
+    batches = Table(title="Batches in flight", title_justify="left")
+    for col in ("account", "batch id", "state", "requests", "progress (API)", "age", "polls"):
+        batches.add_column(col, justify="right" if col in ("requests", "age", "polls") else "left")
+    for a in status["assemblies"]:
+        done, total = a["finished"], a["requests"]
+        bar = _bar(done, total)
+        batches.add_row(a["account"], a["batch_id"] or f"({a['assembly']})", a["state"],
+                        str(total), bar, _age(a["age_s"]), str(a["polls"]))  # fmt: skip
+    if not status["assemblies"]:
+        batches.add_row("-", "none", "", "", "", "", "")
+
+    tp = Table(title="Throughput per minute (UTC)", title_justify="left")
+    for col in ("minute", "submitted", "ended", "succeeded", "retries", "batches created"):
+        tp.add_column(col, justify="left" if col == "minute" else "right")
+    for m in status["throughput"]:
+        label = m["minute"][11:16] + (" (so far)" if m["partial"] else "")
+        tp.add_row(label, str(m["submitted"]), str(m["ended"]), str(m["succeeded"]),
+                   str(m["retries"]), str(m["batches_created"]))  # fmt: skip
+    if not status["throughput"]:
+        tp.add_row("(no samples yet: a running daemon takes one each minute)", "", "", "", "", "")
+
+    c = status["counters"]
+    ended = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("ended:")}
+    letters = (
+        f"dead letters: {_per_account(status['dead'])}   "
+        f"webhooks queued: {_per_account(status['webhooks']['queued'])}   "
+        f"webhooks dead: {_per_account(status['webhooks']['dead'])}"
+    )
+    totals = (
+        f"totals: submitted {c.get('submitted', 0)}   ended {_per_account(ended)}   "
+        f"retries {c.get('retries', 0)}   batches created {c.get('batches_created', 0)}"
+    )
+    lines: list[RenderableType] = [head, lanes, batches, tp, Text(letters), Text(totals)]
+    if status.get("paused"):
+        lines.append(Text(f"paused accounts: {status['paused']}", style="red"))
+    return Group(*lines)
+
+
+def _per_account(values: dict[str, int]) -> str:
+    """`a 1, b 2`: a count per account (or per status), `0` when there is none."""
+    return ", ".join(f"{k} {v}" for k, v in values.items()) or "0"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
+    from rich.live import Live
 
     settings = _need_redis(load_settings(args))
-    while True:
-        status = gather_status(settings)
-        if args.json:
-            print(json.dumps(status, indent=2))
-            return 0
-        console = Console()
-        lanes_t = Table(title="Lanes")
-        for col in ("account", "priority", "pending", "bytes", "oldest age (s)"):
-            lanes_t.add_column(col)
-        for ln in status["lanes"]:
-            age = ln["oldest_age_s"]
-            lanes_t.add_row(ln["account"], str(ln["priority"]), str(ln["pending"]),
-                            str(ln["bytes"]), "-" if age is None else f"{age:.1f}")  # fmt: skip
-        batches_t = Table(title="Batches in flight")
-        for col in ("account", "assembly", "state", "batch id", "requests", "polls"):
-            batches_t.add_column(col)
-        for a in status["assemblies"]:
-            batches_t.add_row(a["account"], a["assembly"], a["state"] or "", a["batch_id"] or "-",
-                              str(a["requests"]), str(a["polls"]))  # fmt: skip
-        console.clear() if args.watch else None
-        console.print(lanes_t)
-        console.print(batches_t)
-        console.print(f"dead letters: {status['dead']}   processes alive: {status['processes']}")
-        if status.get("paused"):
-            console.print(f"[red]paused accounts:[/red] {status['paused']}")
-        console.print(f"counters: {status['counters']}")
+    if args.json:
         if not args.watch:
+            print(json.dumps(gather_status(settings), indent=2))
             return 0
-        time.sleep(args.watch)
+        try:  # one JSON object per line and refresh, for scripts that follow it
+            while True:
+                print(json.dumps(gather_status(settings)), flush=True)
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+    console = Console()
+    if not args.watch:
+        console.print(render_status(gather_status(settings)))
+        return 0
+    try:
+        if console.is_terminal:
+            with Live(render_status(gather_status(settings)), console=console,
+                      auto_refresh=False, screen=False) as live:  # fmt: skip
+                while True:
+                    time.sleep(args.watch)
+                    live.update(render_status(gather_status(settings)), refresh=True)
+        while True:  # not a terminal: one frame after another
+            console.print(render_status(gather_status(settings)))
+            console.print()
+            console.file.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_batches(args: argparse.Namespace) -> int:

@@ -150,8 +150,13 @@ class Keys:
         return f"{self.prefix}:reply:{{{name}}}:inflight:{consumer}"
 
     def counters(self) -> str:
-        """Hash: monotonic counters (submitted, per terminal status, batches, retries)."""
+        """Hash: monotonic counters: submitted, ended:<status>, retries, batches_created,
+        batches_ended:<outcome>."""
         return f"{self.prefix}:counters"
+
+    def counters_by_minute(self) -> str:
+        """Hash: minute since the epoch -> JSON snapshot of `counters` taken in that minute."""
+        return f"{self.prefix}:counters:m"
 
     def batch_index(self) -> str:
         """Hash: batch id -> `<account> <assembly id>`, for operators' look-ups."""

@@ -22,6 +22,7 @@ from rq import Queue
 
 from batchd.api import BatchesClient
 from batchd.keys import Keys, new_token
+from batchd.observe import metrics
 from batchd.scripts import Scripts
 from batchd.settings import Settings
 from batchd.store import connect, text
@@ -50,7 +51,9 @@ class Runtime:
         with self._lock:
             client = self._api.get(account)
             if client is None:
-                client = BatchesClient.from_settings(self.settings, account)
+                client = BatchesClient.from_settings(
+                    self.settings, account, on_call=metrics.api_call
+                )
                 self._api[account] = client
             return client
 

@@ -378,12 +378,17 @@ end
 return done
 """
 
-# ARGV: tag, assembly id, retention ms
-# Closes an assembly whose every request has ended or gone round again.
+# ARGV: tag, assembly id, retention ms, and for a batch that was created: prefix, outcome
+# Closes an assembly whose every request has ended or gone round again. With an outcome
+# (completed, canceled, vanished, archived), counts `batches_ended:<outcome>` the first time only.
 CLOSE = r"""
 local tag, asm = ARGV[1], ARGV[2]
 local ak = tag .. ':a:' .. asm
-if not redis.call('HGET', ak, 'st') then return 0 end
+local st = redis.call('HGET', ak, 'st')
+if not st then return 0 end
+if st ~= 'done' and ARGV[5] and ARGV[5] ~= '' then
+  redis.call('HINCRBY', ARGV[4] .. ':counters', 'batches_ended:' .. ARGV[5], 1)
+end
 redis.call('HSET', ak, 'st', 'done', 'closed', now_ms())
 redis.call('DEL', ak .. ':e')
 redis.call('ZREM', tag .. ':as', asm)

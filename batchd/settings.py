@@ -211,7 +211,10 @@ class HttpSettings(_Section):
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(9464, ge=0, le=65535)
+    port: int = Field(9464, ge=0, le=65535, description="0 picks a free port")
+    metrics_dir: Path | None = Field(
+        None, description="parent of each daemon's multiprocess metrics directory; unset: temp"
+    )
 
 
 class Settings(BaseSettings):

@@ -281,15 +281,18 @@ def poll(rt: Runtime, account: str, asm: str, state: dict[str, str]) -> str:
         rt.enqueue("poll", account, asm, delay=delay)
         return "retry"
     ak = rt.keys.assembly(account, asm)
+    c = batch.request_counts
     if batch.processing_status != "ended":
-        rt.redis.hset(ak, "polls", polls + 1)
+        # The counts too, so `batchd status` shows progress without asking the API itself.
+        rt.redis.hset(ak, mapping={"polls": polls + 1, "processing": c.processing,
+                                   "succeeded": c.succeeded, "errored": c.errored,
+                                   "canceled": c.canceled, "expired": c.expired})  # fmt: skip
         rt.enqueue("poll", account, asm, delay=poll_interval(rt, polls + 1))
         return batch.processing_status
     if batch.archived_at is not None:
         bound.error("batch results were archived before fan-out; its requests end errored")
         fail_all(rt, account, asm, bid, "results_archived", "the batch's results were archived")
         return "archived"
-    c = batch.request_counts
     rt.redis.hset(
         ak,
         mapping={
@@ -384,7 +387,10 @@ def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lea
     missing = sweep_assembly(
         rt, account, asm, "missing", _error_result("missing_result", "no line in the batch results")
     )
-    rt.scripts.close(args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000)])
+    outcome = "canceled" if op_canceled else "completed"
+    rt.scripts.close(
+        args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000), rt.keys.prefix, outcome]
+    )
     bound.info(
         "fan-out done",
         ended=totals[0],
@@ -471,7 +477,9 @@ def fail_all(rt: Runtime, account: str, asm: str, bid: str, etype: str, message:
                 *tokens,
             ]
         )
-    rt.scripts.close(args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000)])
+    outcome = "archived" if etype == "results_archived" else "vanished"
+    retention = int(rt.settings.retention * 1000)
+    rt.scripts.close(args=[rt.keys.tag(account), asm, retention, rt.keys.prefix, outcome])
 
 
 def _error_result(etype: str, message: str) -> bytes:

@@ -1,0 +1,150 @@
+"""`batchd status`: lanes, batches in flight with progress, throughput, workers; --watch, --json."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import redis
+
+from batchd.keys import Keys
+from batchd.observe import throughput
+from tests.e2e.conftest import Stack, SubmitFn
+from tests.support.daemon import wait_for
+
+MINUTE = 60_000
+
+
+def batchd(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchd", *args],
+        env={**stack.env(), "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def in_flight(stack: Stack) -> bool:
+    status = json.loads(batchd(stack, "status", "--json").stdout)
+    return any(a["in_flight"] for a in status["assemblies"])
+
+
+def test_table_shows_a_batch_in_flight_with_its_progress(stack: Stack, submit: SubmitFn) -> None:
+    """A batch being processed is listed with its id, size, a progress bar and the workers."""
+    stack.emulator.set_profile({"processing_time": [5.0, 5.0]})
+    stack.daemon()
+    submit(10)
+    wait_for(lambda: in_flight(stack), 30, "a batch in flight", step=0.2)
+    proc = batchd(stack, "status")
+    assert proc.returncode == 0, proc.stderr
+    [batch_id] = stack.client.redis.hkeys(stack.client.keys.batch_index())
+    out = proc.stdout
+    assert batch_id.decode() in out
+    assert "0/10" in out and "─" * 20 in out
+    assert "daemons alive 1" in out and "stage workers 2" in out
+    for title in ("Lanes", "Batches in flight", "Throughput per minute", "dead letters"):
+        assert title in out
+
+
+def test_json_keeps_its_keys_and_adds_the_rest(stack: Stack, submit: SubmitFn) -> None:
+    """--json has the lanes and counters scripts use, plus batches, workers and throughput."""
+    stack.daemon()
+    submit(4)
+    stack.wait_ended(4)
+    proc = batchd(stack, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert {"lanes", "assemblies", "dead", "counters", "processes"} <= set(status)
+    assert status["counters"]["ended:succeeded"] == 4
+    assert status["dead"] == {"default": 0}
+    assert status["processes"] == 1
+    assert status["workers"]["stage_workers"] == 2
+    assert len(status["workers"]["daemons"]) == 1
+    assert set(status["workers"]["stage_jobs_queued"]) == {"submit", "poll", "fanout"}
+    [now] = status["throughput"]  # a daemon took this minute's snapshot at start
+    assert now["partial"] is True
+
+
+def test_watch_refreshes_until_interrupted(stack: Stack) -> None:
+    """--watch prints a fresh view every interval and exits 0 on Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchd", "status", "--watch", "0.2"],
+        env=stack.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    frames = 0
+    deadline = time.monotonic() + 30
+    while frames < 3 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        frames += line.startswith("Lanes")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert frames == 3
+    assert proc.returncode == 0, err
+
+
+def test_json_watch_prints_one_object_per_line(stack: Stack) -> None:
+    """--json --watch follows with one JSON document per line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchd", "status", "--json", "--watch", "0.1"],
+        env=stack.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    docs = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert all("lanes" in d and "counters" in d for d in docs)
+    assert proc.returncode == 0
+
+
+def test_throughput_per_minute_from_snapshots(redis_client: redis.Redis) -> None:
+    """Consecutive minute snapshots turn into counts per minute; the current one runs to now."""
+    keys = Keys("tp1")
+    t0 = 28_000_000 * MINUTE
+    counters = keys.counters()
+    redis_client.hset(counters, mapping={"submitted": 10, "ended:succeeded": 2})
+    assert throughput.record(redis_client, keys, t0 + 5)
+    redis_client.hset(counters, mapping={"submitted": 25, "ended:succeeded": 9, "ended:dead": 1})
+    assert throughput.record(redis_client, keys, t0 + MINUTE + 7)
+    redis_client.hincrby(counters, "submitted", 3)
+    now = {"submitted": 28, "ended:succeeded": 9, "ended:dead": 1}
+    got = throughput.recent(redis_client, keys, t0 + MINUTE + 30_000, now)
+    assert [(m.minute, m.partial) for m in got] == [(t0 // MINUTE, False), (t0 // MINUTE + 1, True)]
+    assert got[0].counts["submitted"] == 15
+    assert got[0].counts["ended"] == 8 and got[0].counts["succeeded"] == 7
+    assert got[1].counts["submitted"] == 3 and got[1].counts["ended"] == 0
+
+
+def test_first_snapshot_of_a_minute_wins(redis_client: redis.Redis) -> None:
+    """Replicas racing for a minute leave one snapshot; one process writes once per minute."""
+    keys = Keys("tp2")
+    t0 = 28_000_100 * MINUTE
+    redis_client.hset(keys.counters(), "submitted", 1)
+    assert throughput.record(redis_client, keys, t0)
+    assert not throughput.record(redis_client, keys, t0 + 10)  # same process, same minute
+    throughput._last_minute.clear()  # as if another replica
+    redis_client.hset(keys.counters(), "submitted", 2)
+    assert not throughput.record(redis_client, keys, t0 + 20)
+    stored = redis_client.hget(keys.counters_by_minute(), str(t0 // MINUTE))
+    assert stored is not None and orjson.loads(stored) == {"submitted": 1}
+
+
+def test_old_snapshots_are_trimmed(redis_client: redis.Redis) -> None:
+    """Only the last KEEP_MINUTES minutes of snapshots stay in Redis."""
+    keys = Keys("tp3")
+    t0 = 28_000_200 * MINUTE
+    old = str(t0 // MINUTE - throughput.KEEP_MINUTES - 1)
+    redis_client.hset(keys.counters_by_minute(), old, b"{}")
+    throughput.record(redis_client, keys, t0)
+    assert redis_client.hkeys(keys.counters_by_minute()) == [str(t0 // MINUTE).encode()]
