@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "batchd.commands",
     "batchd.emulator.command",
     "batchd.webhooks.command",
+    "batchd.ingress.command",
 )
 
 EXIT_OK = 0

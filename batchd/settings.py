@@ -198,12 +198,41 @@ class WebhookSettings(_Section):
         return value
 
 
+class IngressToken(_Section):
+    """One producer token of the HTTP ingress: stored as its SHA-256, allowed some accounts."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")
+    accounts: list[str] = Field(min_length=1, description='account names, or "*" for all')
+
+
 class IngressSettings(_Section):
     """The HTTP ingress for producers in any language, and the drop-in Messages endpoint."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    tokens: list[IngressToken] = []
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_bulk_items: int = Field(10_000, ge=1)
+    rate_limit: float = Field(2000.0, ge=0, description="requests per second per token; 0 = off")
+    rate_burst: int = Field(4000, ge=1)
+    max_held: int = Field(1000, ge=1, description="long-polls and drop-in calls held at once")
+    max_connections: int = Field(10_000, ge=1)
+    max_poll_wait: float = Field(60.0, ge=0)
+    drop_in_max_hold: float = Field(540.0, gt=0)
+    idle_timeout: float = Field(15.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_tokens(cls, value: list[IngressToken]) -> list[IngressToken]:
+        for attr in ("name", "sha256"):
+            seen = [getattr(t, attr) for t in value]
+            dup = sorted({v for v in seen if seen.count(v) > 1})
+            if dup:
+                raise ValueError(f"each token needs its own {attr}; repeated: {dup}")
+        return value
 
 
 class HttpSettings(_Section):
@@ -264,6 +293,21 @@ class Settings(BaseSettings):
         accounts = info.data.get("accounts")
         if accounts is not None and value not in accounts:
             raise ValueError(f"{value!r} is not one of the accounts {sorted(accounts)}")
+        return value
+
+    @field_validator("ingress")
+    @classmethod
+    def _token_accounts_exist(cls, value: IngressSettings, info: ValidationInfo) -> IngressSettings:
+        accounts = info.data.get("accounts")
+        if accounts is None:
+            return value
+        for token in value.tokens:
+            unknown = sorted(set(token.accounts) - set(accounts) - {"*"})
+            if unknown:
+                raise ValueError(
+                    f"token {token.name!r} names accounts {unknown} that are not configured "
+                    f"(accounts: {sorted(accounts)})"
+                )
         return value
 
     @classmethod
