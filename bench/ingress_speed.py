@@ -50,6 +50,14 @@ def wait_until(
         time.sleep(0.05)
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process and its threads so far (Linux), 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def port_open(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.2):
         return True
@@ -171,12 +179,16 @@ def main() -> None:
             )
             url = f"http://127.0.0.1:{iport}"
             wait_until(lambda: http_ok(f"{url}/openapi.json"), procs[-1], "batchd run")
+        daemon_pid = procs[-1].pid if args.url is None else None
+        cpu_before = cpu_seconds(daemon_pid)
+        load_before = os.getloadavg()[0]
         loader = subprocess.run(
             [sys.executable, __file__, "--load", url, "--n", str(args.n),
              "--connections", str(args.connections), "--warmup", str(args.warmup)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         result = json.loads(loader.stdout)
+        cpu_used = cpu_seconds(daemon_pid) - cpu_before
         stored = None
         if redis_url is not None:
             client = redis.Redis.from_url(redis_url)
@@ -186,8 +198,15 @@ def main() -> None:
             f"{args.n} submits in {result['seconds']:.2f}s: {result['per_second']:,.0f}/s over "
             f"{args.connections} keep-alive connections (p50 {result['p50_ms']:.1f} ms, "
             f"p99 {result['p99_ms']:.1f} ms; statuses {result['statuses']}; "
-            f"stored {stored} incl. {args.warmup} warm-up; {os.cpu_count()} CPUs)"
+            f"stored {stored} incl. {args.warmup} warm-up; {os.cpu_count()} CPUs, load "
+            f"{load_before:.1f} before)"
         )
+        if daemon_pid is not None:
+            per = cpu_used / (args.n + args.warmup) * 1e6
+            print(
+                f"batchd run used {cpu_used:.2f} CPU-s: {per:.0f} us per submit, "
+                f"{1e6 / per:,.0f} submits per CPU-second"
+            )
     finally:
         for proc in reversed(procs):
             proc.terminate()

@@ -7,6 +7,7 @@ current loop, for benchmarks and tests that want it in-process.
 from __future__ import annotations
 
 import asyncio
+import resource
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,8 @@ log = get_logger("batchd.ingress")
 STOP_POLL = 0.1
 #: Seconds answers in progress get to finish when the ingress stops.
 SHUTDOWN_SECONDS = 5.0
+#: File descriptors the rest of the daemon needs besides the ingress's client connections.
+FD_HEADROOM = 256
 
 
 def listen_host(settings: Settings) -> str:
@@ -36,6 +39,19 @@ def listen_host(settings: Settings) -> str:
     if settings.ingress.tokens or is_loopback(host):
         return host
     return "::1" if ":" in host else "127.0.0.1"
+
+
+def warn_open_files(max_connections: int) -> None:
+    """Say so when the process may not open max_connections sockets (its open-files limit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and max_connections + FD_HEADROOM > soft:
+        log.warning(
+            "ingress.open_files_limit",
+            max_connections=max_connections,
+            open_files_limit=soft,
+            detail="connections past the open-files limit wait in the listen queue; raise "
+            "the limit (LimitNOFILE=, ulimit -n) or lower ingress.max_connections",
+        )
 
 
 def make_ingress(settings: Settings) -> Ingress:
@@ -80,6 +96,7 @@ async def serve(
                 "ingress.listen_failed", host=host, port=cfg.port, error=exc.strerror or str(exc)
             )
             return
+        warn_open_files(cfg.max_connections)
         bound_host, port = site.bound
         url = (
             f"http://[{bound_host}]:{port}" if ":" in bound_host else f"http://{bound_host}:{port}"

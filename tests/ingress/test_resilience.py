@@ -15,7 +15,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from batchd.ingress.server import serve
+from batchd.ingress.server import FD_HEADROOM, serve, warn_open_files
 from batchd.settings import Settings
 from tests.ingress.conftest import Ingress, params, start_ingress
 from tests.ingress.test_routes import assert_error
@@ -109,3 +109,18 @@ def test_a_port_in_use_is_logged_and_nothing_raises() -> None:
             asyncio.run(asyncio.wait_for(serve(settings, asyncio.Event()), 10))
     [failed] = [e for e in logs if e["event"] == "ingress.listen_failed"]
     assert failed["port"] == port and failed["log_level"] == "error"
+
+
+def test_max_connections_above_the_open_files_limit_is_logged() -> None:
+    """A max_connections the process cannot open files for is named at start-up."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("this process has no open-files limit")
+    with capture_logs() as logs:
+        warn_open_files(soft)
+        warn_open_files(max(1, soft - FD_HEADROOM))
+    assert [e["max_connections"] for e in logs if e["event"] == "ingress.open_files_limit"] == [
+        soft
+    ]
