@@ -51,6 +51,14 @@ def prepare(settings: Settings) -> Observation:
     notifier = Notifier.from_environment()
     directory = None
     if settings.http.enabled:
-        directory = metrics.prepare_directory(settings.http.metrics_dir)
-        metrics.enable_multiprocess(directory)
+        try:
+            directory = metrics.prepare_directory(settings.http.metrics_dir)
+        except OSError as exc:  # metrics are worth a log line, not the daemon's life
+            log.error(
+                "cannot make the metrics directory; /metrics shows this process only",
+                parent=str(settings.http.metrics_dir or "(temp dir)"),
+                error=str(exc),
+            )
+        else:
+            metrics.enable_multiprocess(directory)
     return Observation(notifier, directory)

@@ -10,8 +10,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from batchd.observe import metrics
+from batchd.observe import lifecycle, metrics
 from batchd.observe.worker import stage_of
+from batchd.settings import Settings
 
 CHILD = """
 import sys
@@ -88,3 +89,13 @@ def test_stage_label_of_a_job() -> None:
     assert stage_of(Job(("fanout", "default", "A"))) == "fanout"
     assert stage_of(Job(())) == "other"
     assert stage_of(Broken()) == "other"
+
+
+def test_unusable_metrics_dir_is_not_fatal(tmp_path: Path) -> None:
+    """A metrics_dir that cannot be made is logged; the daemon goes on in single-process mode."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    settings = Settings.load(http={"metrics_dir": str(blocker / "sub")})
+    observation = lifecycle.prepare(settings)
+    assert observation.metrics_dir is None
+    assert metrics.multiprocess_dir() is None
