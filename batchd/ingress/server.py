@@ -29,6 +29,8 @@ log = get_logger("batchd.ingress")
 STOP_POLL = 0.1
 #: Seconds answers in progress get to finish when the ingress stops.
 SHUTDOWN_SECONDS = 5.0
+#: The name the ingress's Redis connections carry (CLIENT LIST shows who holds what).
+REDIS_CLIENT_NAME = "batchd-ingress"
 #: File descriptors the rest of the daemon needs besides the ingress's client connections.
 FD_HEADROOM = 256
 
@@ -57,7 +59,8 @@ def warn_open_files(max_connections: int) -> None:
 def make_ingress(settings: Settings) -> Ingress:
     if not settings.redis_url:
         raise ValueError("the ingress needs a Redis URL")
-    client = AsyncClient(settings=settings, connection=connect_async(settings.redis_url))
+    connection = connect_async(settings.redis_url, client_name=REDIS_CLIENT_NAME)
+    client = AsyncClient(settings=settings, connection=connection)
     cfg = settings.ingress
     return Ingress(
         settings=settings,

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from batchd.ingress.auth import new_token, token_sha256
+from batchd.ingress.server import REDIS_CLIENT_NAME
 from tests.support.daemon import DaemonProcess, daemon_env, wait_for
 from tests.support.emulator import EmulatorProcess
 from tests.support.redis import RedisServer, free_port
@@ -77,6 +78,21 @@ class Ingress:
             return int(client.hget(f"{self.prefix}:counters", name) or 0)
         finally:
             client.close()
+
+    def held_in_redis(self) -> int:
+        """How many of this Redis's ingress connections are blocked waiting for a result."""
+        client = self.redis()
+        try:
+            clients = client.client_list()
+        finally:
+            client.close()
+        return sum(
+            1 for c in clients if c.get("name") == REDIS_CLIENT_NAME and "b" in c.get("flags", "")
+        )
+
+    def wait_held(self, n: int) -> None:
+        """Until n ingress calls block in Redis on a request's done list."""
+        wait_for(lambda: self.held_in_redis() >= n, 10, f"{n} held calls blocked in Redis")
 
     def close(self) -> None:
         self.daemon.kill()

@@ -80,11 +80,7 @@ def test_stopping_answers_held_connections_at_once(lone: Ingress) -> None:
     ]  # fmt: skip
     for t in threads:
         t.start()
-    client = lone.redis()
-    try:
-        wait_for(lambda: int(client.info("clients")["blocked_clients"]) >= 2, 10, "two held calls")
-    finally:
-        client.close()
+    lone.wait_held(2)
     started = time.monotonic()
     assert lone.daemon.stop() == 0
     for t in threads:
