@@ -94,11 +94,17 @@ async def read_body(request: web.Request, cap: int, timeout: float) -> bytes:
     length = request.content_length
     if length is not None and length > cap:
         raise IngressError(413, f"the request body is {length} bytes; the limit is {cap}")
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers: no deadline to keep
+        data = content.read_nowait()
+        if len(data) > cap:
+            raise IngressError(413, f"the request body is over the limit of {cap} bytes")
+        return data
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(timeout):
-            async for chunk in request.content.iter_any():
+            async for chunk in content.iter_any():
                 size += len(chunk)
                 if size > cap:
                     raise IngressError(413, f"the request body is over the limit of {cap} bytes")
