@@ -492,7 +492,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the daemon (aggregator, stage workers, webhooks, sweeper)")
-    p.add_argument("--roles", help="comma-separated: aggregator,worker,webhooks,sweeper")
+    p.add_argument("--roles", help="comma-separated: aggregator,worker,webhooks,sweeper,ingress")
     p.add_argument("--workers", type=int, help="stage worker processes (default 2)")
     p.set_defaults(func=cmd_run)
 

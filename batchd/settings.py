@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -55,12 +56,28 @@ def _read_secret_file(path: Path | None, what: str) -> SecretStr | None:
     return SecretStr(text)
 
 
+def _http_url(value: str | None) -> str | None:
+    """An http(s) URL with a host, or ValueError saying what is wrong with it."""
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
 class AccountSettings(_Section):
     """One Anthropic account (workspace): its API key and, optionally, its own base URL."""
 
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     base_url: str | None = None
+
+    _base_url = field_validator("base_url")(_http_url)
 
     @model_validator(mode="after")
     def _load_key_file(self) -> AccountSettings:
@@ -80,6 +97,8 @@ class ApiSettings(_Section):
     backoff_initial: float = Field(0.5, gt=0)
     backoff_max: float = Field(8.0, gt=0)
     retry_after_max: float = Field(60.0, gt=0)
+
+    _base_url = field_validator("base_url")(_http_url)
 
 
 class BatchSettings(_Section):
@@ -141,6 +160,9 @@ class RunSettings(_Section):
     lease: float = Field(30.0, gt=1, description="seconds a stage job's lease lasts unrenewed")
     stale_after: float = Field(60.0, gt=0, description="a queued stage job is re-sent after this")
     intent_skew: float = Field(300.0, ge=0, description="clock skew allowed when adopting batches")
+    create_settle: float = Field(
+        30.0, ge=0, description="seconds an unanswered create may take to show in the list"
+    )
 
 
 class LogSettings(_Section):
@@ -275,6 +297,27 @@ class Settings(BaseSettings):
     ingress: IngressSettings = IngressSettings()
     http: HttpSettings = HttpSettings()
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("redis+sentinel://"):
+            # host:port[,host:port...]/service[/db]: several hosts, so no single port to check
+            if len([p for p in urlsplit(value).path.split("/") if p]) < 1:
+                raise ValueError("a redis+sentinel:// URL needs /<service name>")
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("a unix:// URL needs the socket's path")
+        return value
+
     @field_validator("accounts")
     @classmethod
     def _account_names(cls, value: dict[str, AccountSettings]) -> dict[str, AccountSettings]:
@@ -388,6 +431,10 @@ def _describe(err: Any) -> str:
     value = err.get("input")
     # An unknown key may be a misspelled secret (`scret = "whsec_..."`): never echo its value.
     hidden = "secret" in loc or "key" in loc or err.get("type") == "extra_forbidden"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        # A URL's user information may hold a password (redis://user:password@host).
+        scheme, rest = value.split("://", 1)
+        value = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     if isinstance(value, str | int | float | bool) and not hidden:
         return f"{loc}: {msg} (got {value!r})"
     return f"{loc}: {msg}"

@@ -25,6 +25,7 @@ from batchd.observe import metrics
 from batchd.observe.collector import BuildInfoCollector, RedisCollector
 from batchd.observe.health import Liveness
 from batchd.settings import Settings
+from batchd.store import connect
 
 if TYPE_CHECKING:
     from batchd.daemon import Daemon
@@ -54,7 +55,7 @@ class OpsServer:
         self.liveness = liveness
         self.host = settings.http.host if host is None else host
         self.port = settings.http.port if port is None else port
-        self.redis = redis.Redis.from_url(
+        self.redis = connect(
             settings.redis_url or "",
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,

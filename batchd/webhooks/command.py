@@ -18,6 +18,7 @@ import redis
 from batchd.errors import ConfigError
 from batchd.keys import Keys
 from batchd.settings import Settings
+from batchd.store import connect
 from batchd.webhooks.outbox import (
     DeliveryRecord,
     find_delivery,
@@ -64,7 +65,7 @@ def _connect(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
             ["redis_url: not set"],
         )
     try:
-        return settings, redis.Redis.from_url(settings.redis_url)
+        return settings, connect(settings.redis_url)
     except ValueError as exc:
         raise ConfigError(f"redis_url: {exc}", [f"redis_url: {exc}"]) from None
 

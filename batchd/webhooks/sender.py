@@ -30,6 +30,7 @@ from batchd.errors import BlockedAddressError
 from batchd.keys import Keys
 from batchd.logs import get_logger
 from batchd.settings import Settings
+from batchd.store import connect_async
 from batchd.webhooks.outbox import AsyncOutbox, Delivery, Lease, Outcome, Settle
 from batchd.webhooks.signing import Signer
 from batchd.webhooks.urls import AddressPolicy, host_allowed, url_host
@@ -46,6 +47,14 @@ LEASE_MARGIN = 10.0
 HOST_BACKLOG_FACTOR = 2
 #: When a delivery handed back for a saturated host is due again, milliseconds.
 HOST_BACKOFF_MS = 1000
+#: A host that answers fast may have more queued here: what it takes within HOST_BACKOFF_MS at
+#: its recent pace (all `per_host` connections busy), so handing its surplus back never leaves
+#: it idle while the surplus waits; never more than this.
+HOST_QUEUE_MAX = 4096
+#: Weight of the newest attempt in a host's running mean of attempt time.
+LATENCY_WEIGHT = 0.05
+#: Hosts whose attempt time is remembered, at most (beyond it the memory starts again).
+HOST_MEMORY = 10_000
 #: Retry-After is honoured up to the schedule's longest delay, and never less than this.
 RETRY_AFTER_FLOOR_CAP = 60.0
 #: How much of a receiver's error answer is kept in `last_error`.
@@ -122,6 +131,7 @@ class WebhookSender:
         self._abandoned: list[Delivery] = []
         self._host_load: dict[str, int] = {}
         self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._host_latency: dict[str, float] = {}
         self._wake = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -159,7 +169,7 @@ class WebhookSender:
         self._tasks, self._settled, self._abandoned = set(), [], []
         self._host_load, self._host_slots = {}, {}
         self._wake = asyncio.Event()
-        client = redis.asyncio.Redis.from_url(self.redis_url)
+        client = connect_async(self.redis_url)
         outbox = AsyncOutbox(client, self.keys, self.settings.retention)
         checked, trusted = self._sessions()
         self.log.info(
@@ -319,12 +329,30 @@ class WebhookSender:
         backlog: list[Lease] = []
         for lease in leases:
             host = url_host(lease.url)
-            if load.get(host, 0) >= HOST_BACKLOG_FACTOR * self.webhooks.per_host:
+            if load.get(host, 0) >= self._host_cap(host):
                 backlog.append(lease)
             else:
                 load[host] = load.get(host, 0) + 1
                 start.append(lease)
         return start, backlog
+
+    def _host_cap(self, host: str) -> int:
+        """How many of a host's deliveries may be queued here (sending or waiting for a slot)."""
+        per_host = self.webhooks.per_host
+        cap = HOST_BACKLOG_FACTOR * per_host
+        latency = self._host_latency.get(host)
+        if latency:
+            pace = per_host / latency  # deliveries per second with every connection busy
+            cap = max(cap, min(int(pace * HOST_BACKOFF_MS / 1000), HOST_QUEUE_MAX))
+        return cap
+
+    def _note_latency(self, host: str, seconds: float) -> None:
+        mean = self._host_latency.get(host)
+        if mean is None and len(self._host_latency) >= HOST_MEMORY:
+            self._host_latency.clear()
+        self._host_latency[host] = (
+            seconds if mean is None else mean + LATENCY_WEIGHT * (seconds - mean)
+        )
 
     def _start(
         self, d: Delivery, checked: aiohttp.ClientSession, trusted: aiohttp.ClientSession
@@ -351,6 +379,7 @@ class WebhookSender:
                     self.log.exception("webhook.send_failed", request_id=d.request_id)
                     answer = _Answer(error=f"{type(exc).__name__}: {exc}")
                 elapsed = time.monotonic() - started
+                self._note_latency(host, elapsed)
         except asyncio.CancelledError:
             self._abandoned.append(d)
             raise
