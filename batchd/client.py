@@ -25,10 +25,14 @@ from batchd.keys import Keys, new_token, split_request_id
 from batchd.results import TERMINAL_STATUSES, RequestState, Result, Ticket
 from batchd.scripts import Scripts
 from batchd.settings import Settings
-from batchd.store import BLOCK_SECONDS, connect, connect_async, text
+from batchd.store import BLOCK_SECONDS, WAITER_SECONDS, connect, connect_async, text
 from batchd.validate import Prepared, prepare
 
 _ACCOUNTS_TTL = 60.0
+#: A submit_many chunk is also sent once it holds this many bytes of params, so one script call
+#: never carries a huge argument list (Redis reads a command whole before running it).
+CHUNK_BYTES = 8 * 1024 * 1024
+_WAITER_MS = int(WAITER_SECONDS * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +64,14 @@ def _item(obj: SubmitItem | Mapping[str, Any]) -> SubmitItem:
     return SubmitItem(**obj)
 
 
-def _submit_args(keys: Keys, p: Prepared, token: str) -> list[Any]:
-    return [
-        keys.tag(p.account),
-        keys.prefix,
-        p.account,
-        token,
+def _submit_args(keys: Keys, p: Prepared) -> list[Any]:
+    """The SUBMIT script's arguments for one request: the account's, then the request's."""
+    return [keys.tag(p.account), keys.prefix, p.account, *_request_args(p)]
+
+
+def _request_args(p: Prepared) -> tuple[Any, ...]:
+    return (
+        new_token(),
         p.priority,
         p.params,
         p.size,
@@ -74,11 +80,53 @@ def _submit_args(keys: Keys, p: Prepared, token: str) -> list[Any]:
         p.reply_to,
         p.callback_url,
         p.metadata,
-    ]
+    )
 
 
-def _ticket(reply: Any, key: str | None) -> Ticket:
-    return Ticket(id=text(reply[1]), key=key, duplicate=int(reply[0]) == 0)
+def _ticket(reply: Any, key: str | None, at: int = 0) -> Ticket:
+    return Ticket(id=text(reply[at + 1]), key=key, duplicate=int(reply[at]) == 0)
+
+
+_NOT_SENT = SubmitError("not sent")
+
+
+@dataclass(slots=True)
+class _Group:
+    """One account's requests of a submit_many chunk: the SUBMIT arguments and outcome slots."""
+
+    args: list[Any]
+    slots: list[tuple[int, str | None]]
+    size: int = 0
+
+
+class _Chunks:
+    """submit_many's requests grouped by account; each group goes to Redis as one SUBMIT call,
+    so the keys of one call share the account's hash slot."""
+
+    def __init__(self, keys: Keys, chunk: int) -> None:
+        self.keys = keys
+        self.chunk = max(1, chunk)
+        self.outcomes: list[Ticket | SubmitError] = []
+        self.groups: dict[str, _Group] = {}
+
+    def add(self, p: Prepared, key: str | None) -> str | None:
+        """Queue a prepared request; returns its account when that group is due to be sent."""
+        group = self.groups.get(p.account)
+        if group is None:
+            group = self.groups[p.account] = _Group(
+                [self.keys.tag(p.account), self.keys.prefix, p.account], []
+            )
+        group.args.extend(_request_args(p))
+        group.slots.append((len(self.outcomes), key))
+        group.size += len(p.params)
+        self.outcomes.append(_NOT_SENT)
+        if len(group.slots) >= self.chunk or group.size >= CHUNK_BYTES:
+            return p.account
+        return None
+
+    def settle(self, group: _Group, reply: Any) -> None:
+        for i, (slot, key) in enumerate(group.slots):
+            self.outcomes[slot] = _ticket(reply, key, 2 * i)
 
 
 def _state(rid: str, fields: list[Any], batch_id: str | None) -> RequestState:
@@ -212,42 +260,36 @@ class Client:
         p = self._prepare(
             SubmitItem(params, reply_to, callback_url, key, account, priority, metadata)
         )
-        reply = self.scripts.submit(args=_submit_args(self.keys, p, new_token()))
+        reply = self.scripts.submit(args=_submit_args(self.keys, p))
         return _ticket(reply, key)
 
     def submit_many(
         self, items: Iterable[SubmitItem | Mapping[str, Any]], *, chunk: int = 1000
     ) -> list[Ticket | SubmitError]:
-        """Submit many requests, pipelined in chunks; one outcome per item, in order.
+        """Submit many requests in chunks, each chunk one atomic round trip; one outcome per
+        item, in order.
 
         A bad item gets its SubmitError in its place; the good ones are stored regardless.
         """
-        outcomes: list[Ticket | SubmitError] = []
-        pipe = self.redis.pipeline(transaction=False)
-        waiting: list[tuple[int, str | None]] = []
+        chunks = _Chunks(self.keys, chunk)
 
-        def flush() -> None:
-            if not waiting:
-                return
-            replies = pipe.execute()
-            for (slot, key), reply in zip(waiting, replies, strict=True):
-                outcomes[slot] = _ticket(reply, key)
-            waiting.clear()
+        def send(account: str) -> None:
+            group = chunks.groups.pop(account)
+            chunks.settle(group, self.scripts.submit(args=group.args))
 
         for raw in items:
             try:
                 item = _item(raw)
                 p = self._prepare(item)
             except SubmitError as exc:
-                outcomes.append(exc)
+                chunks.outcomes.append(exc)
                 continue
-            outcomes.append(SubmitError("not sent"))
-            self.scripts.submit(args=_submit_args(self.keys, p, new_token()), client=pipe)
-            waiting.append((len(outcomes) - 1, item.key))
-            if len(waiting) >= chunk:
-                flush()
-        flush()
-        return outcomes
+            due = chunks.add(p, item.key)
+            if due is not None:
+                send(due)
+        for account in list(chunks.groups):
+            send(account)
+        return chunks.outcomes
 
     def get(self, request_id: str) -> RequestState:
         """The request's state now, and its result once terminal."""
@@ -257,7 +299,7 @@ class Client:
         if fields[0] is None:
             raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
         batch_id = None
-        if fields[3]:
+        if fields[3] and not fields[2]:  # an ended request's result names its batch
             bid = self.redis.hget(self.keys.assembly(account, text(fields[3])), "bid")
             batch_id = text(bid) or None
         return _state(request_id, fields, batch_id)
@@ -271,10 +313,17 @@ class Client:
         account, token = _ids(request_id)
         rk = self.keys.request(account, token)
         dk = self.keys.done(account, token)
+        wk = self.keys.waiter(account, token)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            st, res = self.redis.hmget(rk, "st", "res")
+            # Mark, then look (one round trip): the request's end, if it comes after the look,
+            # sees the mark and pushes to `dk`.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(wk, 1, px=_WAITER_MS)
+            pipe.hmget(rk, "st", "res")
+            _, (st, res) = pipe.execute()
             if st is None:
+                self.redis.delete(wk)
                 raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
             if res is not None and text(st) in TERMINAL_STATUSES:
                 return Result.from_json(res)
@@ -423,39 +472,32 @@ class AsyncClient:
         p = await self._prepare(
             SubmitItem(params, reply_to, callback_url, key, account, priority, metadata)
         )
-        reply = await self.scripts.submit(args=_submit_args(self.keys, p, new_token()))
+        reply = await self.scripts.submit(args=_submit_args(self.keys, p))
         return _ticket(reply, key)
 
     async def submit_many(
         self, items: Iterable[SubmitItem | Mapping[str, Any]], *, chunk: int = 1000
     ) -> list[Ticket | SubmitError]:
         """See `Client.submit_many`."""
-        outcomes: list[Ticket | SubmitError] = []
-        pipe = self.redis.pipeline(transaction=False)
-        waiting: list[tuple[int, str | None]] = []
+        chunks = _Chunks(self.keys, chunk)
 
-        async def flush() -> None:
-            if not waiting:
-                return
-            replies = await pipe.execute()
-            for (slot, key), reply in zip(waiting, replies, strict=True):
-                outcomes[slot] = _ticket(reply, key)
-            waiting.clear()
+        async def send(account: str) -> None:
+            group = chunks.groups.pop(account)
+            chunks.settle(group, await self.scripts.submit(args=group.args))
 
         for raw in items:
             try:
                 item = _item(raw)
                 p = await self._prepare(item)
             except SubmitError as exc:
-                outcomes.append(exc)
+                chunks.outcomes.append(exc)
                 continue
-            outcomes.append(SubmitError("not sent"))
-            await self.scripts.submit(args=_submit_args(self.keys, p, new_token()), client=pipe)
-            waiting.append((len(outcomes) - 1, item.key))
-            if len(waiting) >= chunk:
-                await flush()
-        await flush()
-        return outcomes
+            due = chunks.add(p, item.key)
+            if due is not None:
+                await send(due)
+        for account in list(chunks.groups):
+            await send(account)
+        return chunks.outcomes
 
     async def get(self, request_id: str) -> RequestState:
         """See `Client.get`."""
@@ -464,7 +506,7 @@ class AsyncClient:
         if fields[0] is None:
             raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
         batch_id = None
-        if fields[3]:
+        if fields[3] and not fields[2]:  # an ended request's result names its batch
             bid = await self.redis.hget(self.keys.assembly(account, text(fields[3])), "bid")
             batch_id = text(bid) or None
         return _state(request_id, fields, batch_id)
@@ -474,10 +516,15 @@ class AsyncClient:
         account, token = _ids(request_id)
         rk = self.keys.request(account, token)
         dk = self.keys.done(account, token)
+        wk = self.keys.waiter(account, token)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            st, res = await self.redis.hmget(rk, "st", "res")
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(wk, 1, px=_WAITER_MS)
+            pipe.hmget(rk, "st", "res")
+            _, (st, res) = await pipe.execute()
             if st is None:
+                await self.redis.delete(wk)
                 raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
             if res is not None and text(st) in TERMINAL_STATUSES:
                 return Result.from_json(res)

@@ -6,21 +6,28 @@ account's) live in one hash slot; only reply queues and the global indexes are e
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from dataclasses import dataclass
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# base64's base32 alphabet to Crockford's, so the C encoder does the 5-bit split.
+_FROM_B32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+_LOW120 = (1 << 120) - 1
 
 
 def new_token() -> str:
     """A 26-character, time-ordered, random id (ULID layout): a valid custom_id as it stands."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    out = []
-    for _ in range(26):
-        out.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    return encode_token((int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big"))
+
+
+def encode_token(value: int) -> str:
+    """130 bits as 26 Crockford base32 digits, most significant first."""
+    # The top 10 bits are two digits; the low 120 bits are exactly 15 bytes, 24 base32 digits.
+    high = value >> 120
+    low = base64.b32encode((value & _LOW120).to_bytes(15, "big")).translate(_FROM_B32)
+    return _CROCKFORD[high >> 5] + _CROCKFORD[high & 31] + low.decode()
 
 
 def request_id(account: str, token: str) -> str:
@@ -52,15 +59,24 @@ class Keys:
 
     # -- requests ---------------------------------------------------------------------------
     def request(self, account: str, token: str) -> str:
-        """Hash: the request record (params, state, result envelope once terminal)."""
+        """Hash: the request record (state, routing, result envelope once terminal)."""
         return f"{self.tag(account)}:r:{token}"
 
     def request_prefix(self, account: str) -> str:
         return f"{self.tag(account)}:r:"
 
+    def params(self, account: str) -> str:
+        """Hash: token -> params (compact JSON) of each of the account's requests not ended."""
+        return f"{self.tag(account)}:p"
+
     def done(self, account: str, token: str) -> str:
-        """List: holds one element once the request is terminal; `wait` blocks on it."""
+        """List: gets one element when a request that `wait` callers marked ends; they block
+        on it."""
         return f"{self.tag(account)}:done:{token}"
+
+    def waiter(self, account: str, token: str) -> str:
+        """String with TTL: present while some `wait` caller blocks on this request."""
+        return f"{self.tag(account)}:w:{token}"
 
     def idempotency(self, account: str, key_digest: str) -> str:
         """String: request id stored under a producer's idempotency key (its digest)."""

@@ -2,9 +2,12 @@
 
 Scripts take the account's key tag (`<prefix>:{<account>}`) as ARGV[1] and derive that account's
 keys from it, so every key a script touches shares one hash slot, except reply queues and the
-global counters. Record fields: p params, n framed size, st state, at attempts, a assembly,
+global counters. Record fields: n framed size, st state, at attempts, a assembly,
 pr priority, k idempotency key (JSON), rt reply_to, cb callback_url, md metadata (JSON),
 ts submitted ms, eq enqueued ms, le last error result (JSON), res result envelope (JSON).
+A request's params are the field `<token>` of the account's params hash `<tag>:p` until it ends:
+beside big params a record stays small enough for Redis's compact hash encoding (records
+written before that kept them in their own field `p`: still read, and gone with the record).
 A pending entry is `<token> <framed size> <enqueued ms>`.
 """
 
@@ -46,44 +49,113 @@ local function jstr(v)
   return cjson.encode(v)
 end
 
+-- What every request that ends in one script call shares: computed once per call.
+local function context(tag, prefix, account, batch_id, now, retention)
+  local acct = cjson.encode(account)
+  return {
+    tag = tag, prefix = prefix, account = account, now = now, retention = retention,
+    -- `"<account>.` as cjson writes it: a token needs no escaping, so `rid` is this .. token
+    rid_open = string.sub(cjson.encode(account .. '.'), 1, -2),
+    account_json = ',"account":' .. acct .. ',"status":"',
+    batch_json = ',"batch_id":' .. jstr(batch_id ~= '' and batch_id or nil) .. ',"attempts":',
+    ended = '","ended_at":"' .. iso(now) .. '"}',
+    -- submit times as text, by ms: the requests of one submit call share theirs
+    times = {},
+    counts = {}, params = {},
+    -- envelopes by reply queue, and webhook tokens: pushed once per queue in done_all
+    replies = {}, queues = {}, hooks = {},
+  }
+end
+
+-- Whether any of these requests has a `wait` caller's mark: one call for many, so the
+-- requests of a fan-out chunk (usually none waited on) skip the check one by one.
+local function any_waiter(c, tokens)
+  local keys = {}
+  for i, token in ipairs(tokens) do keys[i] = c.tag .. ':w:' .. token end
+  for i = 1, #keys, 1000 do
+    if redis.call('EXISTS', unpack(keys, i, math.min(i + 999, #keys))) > 0 then return true end
+  end
+  return false
+end
+
+-- The record fields finish needs; callers read them with the fields they check, in one HMGET.
+local FINISH_FIELDS = {'k', 'rt', 'cb', 'md', 'ts', 'at'}
+
 -- End a request: store its envelope, wake waiters, feed its reply queue and webhook outbox.
--- `result` is the Anthropic result object as JSON text, inserted verbatim.
-local function finish(tag, prefix, account, token, rk, status, result, batch_id, now, retention)
-  local f = redis.call('HMGET', rk, 'k', 'rt', 'cb', 'md', 'ts', 'at')
-  local rid = account .. '.' .. token
-  local env = '{"id":' .. cjson.encode(rid)
-    .. ',"key":' .. (f[1] or 'null')
-    .. ',"account":' .. cjson.encode(account)
-    .. ',"status":"' .. status .. '"'
-    .. ',"result":' .. result
-    .. ',"batch_id":' .. jstr(batch_id ~= '' and batch_id or nil)
-    .. ',"attempts":' .. (f[6] or '0')
-    .. ',"metadata":' .. (f[4] or 'null')
-    .. ',"submitted_at":"' .. iso(f[5] or now) .. '"'
-    .. ',"ended_at":"' .. iso(now) .. '"}'
+-- `result` is the Anthropic result object as JSON text, inserted verbatim; `f` holds the
+-- FINISH_FIELDS values from index `o` on. Counters and params go in `done_all`, once per call.
+local function finish(c, token, rk, status, result, f, o)
+  local key, rt, cb, md, ts, at = f[o], f[o + 1], f[o + 2], f[o + 3], f[o + 4], f[o + 5]
+  local tag, now, retention = c.tag, c.now, c.retention
+  ts = ts or now
+  local submitted = c.times[ts]
+  if not submitted then
+    submitted = iso(ts)
+    c.times[ts] = submitted
+  end
+  local env = '{"id":' .. c.rid_open .. token .. '","key":' .. (key or 'null')
+    .. c.account_json .. status .. '","result":' .. result
+    .. c.batch_json .. (at or '0')
+    .. ',"metadata":' .. (md or 'null')
+    .. ',"submitted_at":"' .. submitted .. c.ended
+  -- `a` stays: the assembly that ran it last (every script checks `st` before `a`)
   redis.call('HSET', rk, 'st', status, 'res', env, 'te', now)
-  redis.call('HDEL', rk, 'p', 'a')
   redis.call('PEXPIRE', rk, retention)
-  local dk = tag .. ':done:' .. token
-  redis.call('RPUSH', dk, status)
-  redis.call('PEXPIRE', dk, retention)
-  if f[1] then
-    local kk = tag .. ':k:' .. redis.sha1hex(cjson.decode(f[1]))
+  c.params[#c.params + 1] = token
+  -- Wake `wait` callers. They mark the request before they look at it, so one that looked
+  -- before this finish is woken, and one that looks after sees the result.
+  if c.waiters ~= false and redis.call('EXISTS', tag .. ':w:' .. token) == 1 then
+    local dk = tag .. ':done:' .. token
+    redis.call('RPUSH', dk, status)
+    redis.call('PEXPIRE', dk, retention)
+  end
+  if key then
+    local kk = tag .. ':k:' .. redis.sha1hex(cjson.decode(key))
     redis.call('PEXPIRE', kk, retention)
   end
-  if f[2] then
-    redis.call('LPUSH', prefix .. ':reply:{' .. f[2] .. '}', env)
+  if rt then
+    local q = c.replies[rt]
+    if not q then
+      q = {}
+      c.replies[rt] = q
+      c.queues[#c.queues + 1] = rt
+    end
+    q[#q + 1] = env
   end
-  if f[3] then
-    redis.call('HSET', tag .. ':wh:' .. token, 'url', f[3], 'body', env,
-      'wid', 'msg_' .. token, 'rid', rid, 'attempts', 0, 'state', 'pending', 'created', now)
-    redis.call('ZADD', tag .. ':whdue', now, token)
+  if cb then
+    redis.call('HSET', tag .. ':wh:' .. token, 'url', cb, 'body', env,
+      'wid', 'msg_' .. token, 'rid', c.account .. '.' .. token, 'attempts', 0,
+      'state', 'pending', 'created', now)
+    c.hooks[#c.hooks + 1] = now
+    c.hooks[#c.hooks + 1] = token
   end
   if status == 'dead' then
-    redis.call('ZADD', tag .. ':dead', now, rid)
+    redis.call('ZADD', tag .. ':dead', now, c.account .. '.' .. token)
   end
-  redis.call('HINCRBY', prefix .. ':counters', 'ended:' .. status, 1)
+  c.counts[status] = (c.counts[status] or 0) + 1
   return env
+end
+
+-- After the last finish of a call: feed the reply queues and the webhook outbox, in the order
+-- the requests ended, drop the ended requests' params, count them.
+local function done_all(c)
+  for _, rt in ipairs(c.queues) do
+    local q, key = c.replies[rt], c.prefix .. ':reply:{' .. rt .. '}'
+    for i = 1, #q, 1000 do
+      redis.call('LPUSH', key, unpack(q, i, math.min(i + 999, #q)))
+    end
+  end
+  local h = c.hooks
+  for i = 1, #h, 1000 do
+    redis.call('ZADD', c.tag .. ':whdue', unpack(h, i, math.min(i + 999, #h)))
+  end
+  local p = c.params
+  for i = 1, #p, 1000 do
+    redis.call('HDEL', c.tag .. ':p', unpack(p, i, math.min(i + 999, #p)))
+  end
+  for status, n in pairs(c.counts) do
+    redis.call('HINCRBY', c.prefix .. ':counters', 'ended:' .. status, n)
+  end
 end
 
 -- Put a request back at the tail of its lane.
@@ -100,34 +172,68 @@ local function requeue(tag, prefix, token, rk, last_error, now)
 end
 """
 
-# ARGV: tag, prefix, account, token, priority, params, framed size, key digest ('' for none),
-#       key JSON, reply_to, callback_url, metadata JSON ('' for none each)
-# Returns {1, request id} when stored, {0, first request id} for a repeated idempotency key.
+# ARGV: tag, prefix, account, then per request 9 values: token, priority, params, framed size,
+#       key digest, key JSON, reply_to, callback_url, metadata JSON ('' for none of the last five)
+# Stores one or many requests of one account. Returns, per request in order, 1 and its request
+# id when stored, or 0 and the first request's id for an idempotency key already used (earlier,
+# or by a previous request of the same call). Params go to the account's params hash, pending
+# entries to their lane's list, each lane's counters once per call.
 SUBMIT = r"""
-local tag, prefix, account, token, pr = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local kk
-if ARGV[8] ~= '' then
-  kk = tag .. ':k:' .. ARGV[8]
-  local first = redis.call('GET', kk)
-  if first then return {0, first} end
-end
+local tag, prefix, account = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
-local rk = tag .. ':r:' .. token
-local rid = account .. '.' .. token
-redis.call('HSET', rk, 'p', ARGV[6], 'n', ARGV[7], 'st', 'pending', 'pr', pr, 'at', 0,
-  'ts', now, 'eq', now)
-if ARGV[9] ~= '' then redis.call('HSET', rk, 'k', ARGV[9]) end
-if ARGV[10] ~= '' then redis.call('HSET', rk, 'rt', ARGV[10]) end
-if ARGV[11] ~= '' then redis.call('HSET', rk, 'cb', ARGV[11]) end
-if ARGV[12] ~= '' then redis.call('HSET', rk, 'md', ARGV[12]) end
-redis.call('RPUSH', tag .. ':q:' .. pr, token .. ' ' .. ARGV[7] .. ' ' .. now)
-local qs = tag .. ':qs:' .. pr
-redis.call('HINCRBY', qs, 'count', 1)
-redis.call('HINCRBY', qs, 'bytes', ARGV[7])
-redis.call('SADD', tag .. ':lanes', pr)
-if kk then redis.call('SET', kk, rid) end
-redis.call('HINCRBY', prefix .. ':counters', 'submitted', 1)
-return {1, rid}
+local out, params, lanes, order = {}, {}, {}, {}
+for i = 4, #ARGV, 9 do
+  local token, pr, size, digest = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
+  local kk, first
+  if digest ~= '' then
+    kk = tag .. ':k:' .. digest
+    first = redis.call('GET', kk)
+  end
+  if first then
+    out[#out + 1] = 0
+    out[#out + 1] = first
+  else
+    local rid = account .. '.' .. token
+    local f = {'n', size, 'st', 'pending', 'pr', pr, 'at', 0, 'ts', now, 'eq', now}
+    if ARGV[i + 5] ~= '' then f[#f + 1] = 'k'; f[#f + 1] = ARGV[i + 5] end
+    if ARGV[i + 6] ~= '' then f[#f + 1] = 'rt'; f[#f + 1] = ARGV[i + 6] end
+    if ARGV[i + 7] ~= '' then f[#f + 1] = 'cb'; f[#f + 1] = ARGV[i + 7] end
+    if ARGV[i + 8] ~= '' then f[#f + 1] = 'md'; f[#f + 1] = ARGV[i + 8] end
+    redis.call('HSET', tag .. ':r:' .. token, unpack(f))
+    params[#params + 1] = token
+    params[#params + 1] = ARGV[i + 2]
+    local lane = lanes[pr]
+    if not lane then
+      lane = {entries = {}, bytes = 0}
+      lanes[pr] = lane
+      order[#order + 1] = pr
+    end
+    lane.entries[#lane.entries + 1] = token .. ' ' .. size .. ' ' .. now
+    lane.bytes = lane.bytes + tonumber(size)
+    if kk then redis.call('SET', kk, rid) end
+    out[#out + 1] = 1
+    out[#out + 1] = rid
+  end
+end
+-- unpack is bounded by Lua's C stack: write in slices
+for i = 1, #params, 1000 do
+  redis.call('HSET', tag .. ':p', unpack(params, i, math.min(i + 999, #params)))
+end
+for _, pr in ipairs(order) do
+  local lane = lanes[pr]
+  local e = lane.entries
+  for i = 1, #e, 1000 do
+    redis.call('RPUSH', tag .. ':q:' .. pr, unpack(e, i, math.min(i + 999, #e)))
+  end
+  local qs = tag .. ':qs:' .. pr
+  redis.call('HINCRBY', qs, 'count', #e)
+  redis.call('HINCRBY', qs, 'bytes', lane.bytes)
+  redis.call('SADD', tag .. ':lanes', pr)
+end
+if #params > 0 then
+  redis.call('HINCRBY', prefix .. ':counters', 'submitted', #params / 2)
+end
+return out
 """
 
 # ARGV: tag, prefix, account, token, retention ms
@@ -135,7 +241,7 @@ return {1, rid}
 CANCEL = r"""
 local tag, prefix, account, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rk = tag .. ':r:' .. token
-local f = redis.call('HMGET', rk, 'st', 'pr', 'n', 'res', 'eq')
+local f = redis.call('HMGET', rk, 'st', 'pr', 'n', 'res', 'eq', unpack(FINISH_FIELDS))
 if not f[1] then return {0, 'missing'} end
 if f[1] ~= 'pending' then return {0, f[1], f[4] or ''} end
 -- the pending entry is exactly `<token> <n> <eq>`: remove it without reading the lane
@@ -145,8 +251,9 @@ if removed > 0 then
   redis.call('HINCRBY', qs, 'count', -1)
   redis.call('HINCRBY', qs, 'bytes', -tonumber(f[3]))
 end
-local env = finish(tag, prefix, account, token, rk, 'canceled', '{"type":"canceled"}', '',
-  now_ms(), tonumber(ARGV[5]))
+local c = context(tag, prefix, account, '', now_ms(), tonumber(ARGV[5]))
+local env = finish(c, token, rk, 'canceled', '{"type":"canceled"}', f, 6)
+done_all(c)
 return {1, env}
 """
 
@@ -292,25 +399,31 @@ local max_attempts = tonumber(ARGV[7])
 local now = now_ms()
 local done, requeued, ignored = 0, 0, 0
 local statuses = {ok = 'succeeded', err = 'errored', canceled = 'canceled', expired = 'expired'}
+local c = context(tag, prefix, account, bid, now, retention)
+local tokens = {}
+for i = 8, #ARGV, 3 do tokens[#tokens + 1] = ARGV[i] end
+c.waiters = any_waiter(c, tokens)
 for i = 8, #ARGV, 3 do
   local token, class, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local rk = tag .. ':r:' .. token
-  local f = redis.call('HMGET', rk, 'st', 'a', 'at')
+  -- st, a, then FINISH_FIELDS (attempts last, at 8)
+  local f = redis.call('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
   if f[1] ~= 'batched' or f[2] ~= asm then
     ignored = ignored + 1
   elseif class == 'retry' then
-    if tonumber(f[3]) >= max_attempts then
-      finish(tag, prefix, account, token, rk, 'dead', result, bid, now, retention)
+    if tonumber(f[8]) >= max_attempts then
+      finish(c, token, rk, 'dead', result, f, 3)
       done = done + 1
     else
       requeue(tag, prefix, token, rk, result, now)
       requeued = requeued + 1
     end
   else
-    finish(tag, prefix, account, token, rk, statuses[class], result, bid, now, retention)
+    finish(c, token, rk, statuses[class], result, f, 3)
     done = done + 1
   end
 end
+done_all(c)
 return {done, requeued, ignored}
 """
 
@@ -322,14 +435,15 @@ MISSING = r"""
 local tag, prefix, account, asm, bid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local retention, max_attempts, result = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local now = now_ms()
+local c = context(tag, prefix, account, bid, now, retention)
 local done, requeued = 0, 0
 for i = 9, #ARGV do
   local token = ARGV[i]
   local rk = tag .. ':r:' .. token
-  local f = redis.call('HMGET', rk, 'st', 'a', 'at')
+  local f = redis.call('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
   if f[1] == 'batched' and f[2] == asm then
-    if tonumber(f[3]) >= max_attempts then
-      finish(tag, prefix, account, token, rk, 'dead', result, bid, now, retention)
+    if tonumber(f[8]) >= max_attempts then
+      finish(c, token, rk, 'dead', result, f, 3)
       done = done + 1
     else
       requeue(tag, prefix, token, rk, result, now)
@@ -337,6 +451,7 @@ for i = 9, #ARGV do
     end
   end
 end
+done_all(c)
 return {done, requeued}
 """
 
@@ -364,17 +479,18 @@ return n
 FAIL_ALL = r"""
 local tag, prefix, account, asm, bid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local retention, status, result = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local now = now_ms()
+local c = context(tag, prefix, account, bid, now_ms(), retention)
 local done = 0
 for i = 9, #ARGV do
   local token = ARGV[i]
   local rk = tag .. ':r:' .. token
-  local f = redis.call('HMGET', rk, 'st', 'a')
+  local f = redis.call('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
   if f[1] == 'batched' and f[2] == asm then
-    finish(tag, prefix, account, token, rk, status, result, bid, now, retention)
+    finish(c, token, rk, status, result, f, 3)
     done = done + 1
   end
 end
+done_all(c)
 return done
 """
 

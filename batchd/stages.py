@@ -6,7 +6,8 @@ any replica can finish another's work and a repeated job does no harm.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import orjson
@@ -27,6 +28,7 @@ from batchd.errors import (
 )
 from batchd.keys import split_request_id
 from batchd.logs import get_logger
+from batchd.overlap import ReadAhead, WriteBehind
 from batchd.runtime import Lease, Runtime, crash_point, current, jittered, lease
 from batchd.store import text
 from batchd.validate import FRAMING
@@ -37,6 +39,8 @@ log = get_logger("batchd.stages")
 ENTRY_CHUNK = 1000
 #: Result lines applied per Lua call during fan-out.
 FANOUT_CHUNK = 500
+#: Fan-out chunks parsed and waiting for Redis at most (memory: a chunk is ~1 MB of results).
+FANOUT_DEPTH = 4
 #: Seconds an account stays paused after its API key was refused, before trying again.
 PAUSE_SECONDS = 60.0
 
@@ -180,36 +184,58 @@ def body_chunks(rt: Runtime, account: str, asm: str, lock: Lease) -> Iterator[by
     The closing bytes are sent only after checking that the create lock is still ours, so a
     process that lost it (paused past its lease) aborts with the body incomplete.
     """
-    ek = rt.keys.assembly_entries(account, asm)
     yield b'{"requests":['
-    first = True
+    # The next chunk is read from Redis while this one goes out on the socket.
+    with ReadAhead(_body_pieces(rt, account, asm)) as pieces:
+        for piece in pieces:
+            yield piece
+            if lock.lost.is_set():
+                raise LostLease("create lock lost")
+    if not lock.held():
+        raise LostLease("create lock lost")
+    yield b"]}"
+
+
+def _body_pieces(rt: Runtime, account: str, asm: str) -> Iterator[bytes]:
+    """The body's requests, joined by commas, one chunk of entries per piece."""
+    ek = rt.keys.assembly_entries(account, asm)
+    opening = b'{"custom_id":"'  # the first request has no comma before it
     start = 0
     while True:
         entries = cast(list[bytes], rt.redis.lrange(ek, start, start + ENTRY_CHUNK - 1))
         if not entries:
-            break
+            return
         start += len(entries)
-        pipe = rt.redis.pipeline(transaction=False)
         tokens: list[bytes] = []
         sizes: list[int] = []
         for e in entries:
             token, size_text, _ = e.split(b" ", 2)
             tokens.append(token)
             sizes.append(int(size_text))
-            pipe.hget(rt.keys.request(account, token.decode()), "p")
+        found = _params(rt, account, tokens)
+        # One join per chunk: each request's bytes are copied once, into the piece.
         parts: list[bytes] = []
-        for token, size, params in zip(tokens, sizes, pipe.execute(), strict=True):
+        for token, size, params in zip(tokens, sizes, found, strict=True):
             if params is None or len(params) + FRAMING != size:
                 raise CorruptRequest(token.decode())
-            parts.append(b'{"custom_id":"' + token + b'","params":' + params + b"}")
-        chunk = b",".join(parts)
-        yield chunk if first else b"," + chunk
-        first = False
-        if lock.lost.is_set():
-            raise LostLease("create lock lost")
-    if not lock.held():
-        raise LostLease("create lock lost")
-    yield b"]}"
+            parts += (opening, token, b'","params":', params, b"}")
+            opening = b',{"custom_id":"'
+        yield b"".join(parts)
+        del parts, found
+
+
+def _params(rt: Runtime, account: str, tokens: list[bytes]) -> list[bytes | None]:
+    """The stored params of these requests, in order (None where a record has none)."""
+    found = cast(list[bytes | None], rt.redis.hmget(rt.keys.params(account), tokens))
+    missing = [i for i, params in enumerate(found) if params is None]
+    if missing:
+        # Records written before params had their own hash keep them in their field `p`.
+        pipe = rt.redis.pipeline(transaction=False)
+        for i in missing:
+            pipe.hget(rt.keys.request(account, tokens[i].decode()), "p")
+        for i, params in zip(missing, pipe.execute(), strict=True):
+            found[i] = params
+    return found
 
 
 def find_created(rt: Runtime, account: str, state: dict[str, str]) -> MessageBatch | None:
@@ -346,34 +372,43 @@ def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lea
     ]
     totals = [0, 0, 0]
     unknown = 0
-    args: list[Any] = []
     applied_chunks = 0
+    counting = threading.Lock()
 
-    def apply() -> None:
+    def apply(args: list[Any]) -> None:
         nonlocal applied_chunks
-        if args:
-            out = rt.scripts.fanout(args=head + args)
+        out = rt.scripts.fanout(args=head + args)
+        with counting:
             for i in range(3):
                 totals[i] += int(out[i])
-            args.clear()
             applied_chunks += 1
-            if applied_chunks == 1:
-                crash_point("mid_fanout")
-            if held.lost.is_set():
-                raise LostLease("assembly lease lost during fan-out")
+            first = applied_chunks == 1
+        if first:
+            crash_point("mid_fanout")
+        if held.lost.is_set():
+            raise LostLease("assembly lease lost during fan-out")
 
     stream = rt.api(account).results(bid)
     try:
-        for line in stream:
-            token = line.custom_id
-            if len(token) != 26:
-                unknown += 1
-                continue
-            cls = classify(rt, line.result, op_canceled)
-            args.extend((token, cls, orjson.dumps(line.result)))
-            if len(args) >= FANOUT_CHUNK * 3:
-                apply()
-        apply()
+        # Chunks go to Redis from threads while the next lines are parsed; two at a time, so
+        # Redis has one to run while the other is sent. Lines are independent transitions.
+        with WriteBehind(apply, depth=FANOUT_DEPTH, workers=2) as applier:
+            args: list[Any] = []
+            # The first chunk is applied here, before any other is sent, so a crash right
+            # after it (the `mid_fanout` crash point) leaves the rest unapplied.
+            send: Callable[[list[Any]], None] = apply
+            for line in stream:
+                token = line.custom_id
+                if len(token) != 26:
+                    unknown += 1
+                    continue
+                cls = classify(rt, line.result, op_canceled)
+                args += (token, cls, orjson.dumps(line.result))
+                if len(args) >= FANOUT_CHUNK * 3:
+                    send(args)
+                    send, args = applier.put, []
+            if args:
+                send(args)
     except NotFoundError:
         bound.error("batch results are gone; its requests end errored")
         fail_all(rt, account, asm, bid, "not_found_error", "the batch's results are gone")
@@ -384,9 +419,13 @@ def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lea
         return "retry"
     finally:
         stream.close()  # release the connection at once, also when a LostLease interrupts
-    missing = sweep_assembly(
-        rt, account, asm, "missing", _error_result("missing_result", "no line in the batch results")
-    )
+    if totals[0] + totals[1] == int(state.get("cnt") or -1):
+        missing = 0  # every request of the assembly had its line applied by this run
+    else:
+        missing = sweep_assembly(
+            rt, account, asm, "missing",
+            _error_result("missing_result", "no line in the batch results"),
+        )  # fmt: skip
     outcome = "canceled" if op_canceled else "completed"
     rt.scripts.close(
         args=[rt.keys.tag(account), asm, int(rt.settings.retention * 1000), rt.keys.prefix, outcome]

@@ -136,7 +136,7 @@ def test_corrupted_record_is_rejected_and_others_proceed(stack: Stack, submit: S
     stack.daemon(BATCHD_BATCH__MAX_WAIT="3600")
     ids = submit(3)
     _, token = ids[1].split(".", 1)
-    stack.client.redis.hset(stack.client.keys.request("default", token), "p", b"{}")
+    stack.client.redis.hset(stack.client.keys.params("default"), token, b"{}")
     stack.client.flush()
     results = {i: stack.client.wait(i, timeout=60) for i in ids}
     assert results[ids[1]].status == "rejected"

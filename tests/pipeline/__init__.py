@@ -121,7 +121,7 @@ class Flow:
         """The batch body built from the assembly's entries and records, as the submit stage."""
         parts = []
         for token in self.tokens(asm, account):
-            p = self.rt.redis.hget(self.keys.request(account, token), "p")
+            p = self.rt.redis.hget(self.keys.params(account), token)
             assert isinstance(p, bytes)
             parts.append(b'{"custom_id":"' + token.encode() + b'","params":' + p + b"}")
         return b'{"requests":[' + b",".join(parts) + b"]}"

@@ -71,8 +71,7 @@ def test_submit_stores_a_pending_request(settings: Settings, redis_client: redis
     ticket, state = run(settings, body)
     assert ticket.key == "a1" and not ticket.duplicate
     assert state == "pending"
-    rk = Keys().request(ACCOUNT, token_of(ticket.id))
-    assert redis_client.hget(rk, "p") == compact(p)
+    assert redis_client.hget(Keys().params(ACCOUNT), token_of(ticket.id)) == compact(p)
     assert pending(redis_client, 2) == [token_of(ticket.id)]
     assert lane_stats(redis_client, 2) == (1, framed(p))
 

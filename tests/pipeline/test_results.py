@@ -646,8 +646,10 @@ def test_ack_removes_the_item(client: Client, flow: Flow, redis_client: redis.Re
 def test_fanout_applied_twice_replies_once(
     client: Client, flow: Flow, redis_client: redis.Redis
 ) -> None:
-    """Repeating the same fan-out lines is ignored: the reply queue holds the result once."""
+    """Repeating the same fan-out lines is ignored: the reply queue holds the result once, and
+    a waiter is woken once."""
     ticket = client.submit(params(), reply_to="svc")
+    redis_client.set(Keys().waiter(ACCOUNT, token_of(ticket.id)), 1)
     asm = flow.cut()
     flow.record(asm)
     line = (token_of(ticket.id), "ok", succeeded())
