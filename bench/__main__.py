@@ -1,0 +1,144 @@
+"""`python -m bench [--quick | --full] [--only NAMES]`: run the benchmarks, write the results.
+
+Writes `bench/results/latest.md` (the table the README shows) and `bench/results/latest.json`
+(every row with its samples, the sizes and the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.common import FULL, QUICK, Context, Row, redis_version
+
+#: Benchmark modules, in the order they run and appear in the table.
+BENCHMARKS = ("submit", "upload", "fanout", "webhooks", "e2e", "footprint")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return ""
+    if unit in ("x",):
+        return f"{value:.2f}x"
+    if abs(value) >= 1000:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 100:
+        text = f"{value:.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| benchmark | measure | batchd | baseline (same run) | ratio | target | met |",
+        "|---|---|---:|---|---:|---|:-:|",
+    ]
+    for r in rows:
+        base = f"{fmt(r.baseline, r.unit)} {r.baseline_name}".strip() if r.baseline_name else ""
+        met = {True: "yes", False: "**no**", None: ""}[r.met]
+        measure = r.measure + (f" ({r.note})" if r.note else "")
+        lines.append(
+            f"| {r.bench} | {measure} | {fmt(r.value, r.unit)} | {base} | "
+            f"{fmt(r.ratio, 'x')} | {r.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True)
+        return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis": redis_version(),
+        "kernel": platform.release(),
+        "load_at_start": [round(x, 2) for x in load],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, a few minutes (default)")
+    mode.add_argument("--full", action="store_true", help="the issue's sizes (100,000 requests)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--reps", type=int, help="repetitions of each measure (default 3)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.md/json")
+    args = parser.parse_args(argv)
+    sizes = FULL if args.full else QUICK
+    if args.reps:
+        sizes = dataclasses.replace(sizes, reps=args.reps)
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmarks: {', '.join(unknown)}")
+    meta = {"mode": sizes.mode, "sizes": dataclasses.asdict(sizes), "commit": git_commit(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine()}  # fmt: skip
+    rows: list[Row] = []
+    failures: list[str] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="batchd-bench-") as tmp:
+        for name in names:
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            module = importlib.import_module(f"bench.{name}")
+            t0 = time.monotonic()
+            try:
+                found = module.run(Context(sizes, Path(tmp) / name))
+            except Exception:
+                traceback.print_exc()
+                failures.append(name)
+                continue
+            rows += found
+            print(f"{name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(table(found), file=sys.stderr, flush=True)
+    meta["seconds"] = round(time.monotonic() - started)
+    meta["failed"] = failures
+    args.out.mkdir(parents=True, exist_ok=True)
+    missed = [r for r in rows if r.met is False]
+    judged = [r for r in rows if r.met is not None]
+    summary = (
+        f"Mode `{sizes.mode}`, {sizes.reps} repetitions (median shown), commit {meta['commit']}, "
+        f"{meta['machine']['cpus']} CPUs, Python {meta['machine']['python']}, "
+        f"Redis {meta['machine']['redis']}; {meta['seconds']} s in all. "
+        f"Targets met: {len(judged) - len(missed)} of {len(judged)}."
+    )
+    markdown = table(rows) + "\n\n" + summary + "\n"
+    (args.out / "latest.md").write_text(markdown)
+    (args.out / "latest.json").write_text(
+        json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=2) + "\n"
+    )
+    print(markdown)
+    print(f"written: {args.out / 'latest.md'}, {args.out / 'latest.json'}", file=sys.stderr)
+    if failures:
+        print(f"benchmarks that failed to run: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 1 if missed and sizes.mode == "full" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""What every benchmark shares: the run's sizes, result rows, process measurements, sample data.
+
+Each benchmark module has `run(ctx) -> list[Row]`; it starts its own Redis (and emulator) with the
+test-suite helpers, measures batchd and a baseline side by side, and reports medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from batchd import Settings
+from tests.support.emulator import EmulatorProcess
+from tests.support.redis import RedisServer
+
+#: The account every benchmark uses, and its emulator key.
+ACCOUNT = "default"
+API_KEY = "sk-ant-emulator-bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _text_pool(size: int = 1 << 20, seed: int = 6) -> str:
+    """Prose-like text: words of a 600-word vocabulary (Zipf-weighted, as in real text) with
+    punctuation. A repeated sentence would compress far better than prompts do, and Redis
+    compresses its AOF snapshots, which changes how often it rewrites them."""
+    rng = random.Random(seed)
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    weights = [26 - i for i in range(26)]
+    vocabulary = [
+        "".join(rng.choices(letters, weights, k=rng.choice((2, 3, 3, 4, 4, 5, 6, 7, 8, 9))))
+        for _ in range(600)
+    ]
+    rank = [1 / (i + 1) for i in range(len(vocabulary))]
+    words: list[str] = []
+    length = 0
+    while length < size:
+        word = rng.choices(vocabulary, rank)[0]
+        if rng.random() < 0.08:
+            word += rng.choice((",", ".", ";", "?"))
+        words.append(word)
+        length += len(word) + 1
+    return " ".join(words)
+
+
+_POOL = _text_pool()
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark runs: quick (a few minutes) or full (the issue's sizes)."""
+
+    mode: str
+    reps: int
+    submit: int  # submit_many requests
+    submit_single: int  # single submits in a loop
+    rq: int  # rq enqueue_many jobs
+    batch: int  # requests in the built, uploaded and fanned-out batch
+    webhooks: int  # deliveries
+    e2e: int  # requests end to end
+    scaling: tuple[int, ...]  # end-to-end sizes
+    replicas_requests: int  # requests of the 1-vs-3 replicas run
+    replicas_batch: int  # batch.max_requests in that run
+    memory: int  # pending requests per size in the Redis memory measure
+
+
+QUICK = Sizes("quick", 3, 20_000, 2_000, 20_000, 20_000, 5_000, 10_000, (1_000, 10_000), 10_000,
+              2_000, 10_000)  # fmt: skip
+FULL = Sizes("full", 3, 100_000, 10_000, 100_000, 100_000, 20_000, 100_000,
+             (1_000, 10_000, 100_000), 100_000, 10_000, 20_000)  # fmt: skip
+
+
+@dataclass
+class Row:
+    """One measured figure, its baseline from the same run, and the target it must show."""
+
+    bench: str
+    measure: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    samples: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What a benchmark gets: sizes, a scratch directory, and a way to say what it is doing."""
+
+    sizes: Sizes
+    workdir: Path
+    verbose: bool = True
+
+    def say(self, text: str) -> None:
+        if self.verbose:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    def scratch(self, name: str) -> Path:
+        path = self.workdir / name
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def at_least(value: float, floor: float) -> bool:
+    return value >= floor
+
+
+# -- sample data -------------------------------------------------------------------------------
+
+
+def compact(value: Any) -> bytes:
+    """The bytes batchd stores for a JSON value (compact, UTF-8)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def params(i: int, size: int = 2500) -> dict[str, Any]:
+    """A Messages request whose compact JSON is exactly `size` bytes (for size >= 120)."""
+    doc: dict[str, Any] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": ""}],
+    }
+    room = size - len(compact(doc))
+    head = f"Ticket {i}: "
+    # Each request its own stretch of the pool (pool length and stride share no factor).
+    start = (i * 7919) % (len(_POOL) - room)
+    body = _POOL[start : start + max(0, room - len(head))]
+    doc["messages"][0]["content"] = (head + body)[:room]
+    return doc
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a live process, bytes."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of a live process: shared pages counted once across processes."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree(root: int) -> list[int]:
+    """`root` and every live process descended from it."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    found = [root]
+    frontier = [root]
+    while frontier:
+        frontier = [p for p, pp in parents.items() if pp in frontier]
+        found += frontier
+    return found
+
+
+def redis_version() -> str:
+    from tests.support.redis import redis_server_binary
+
+    out = subprocess.run([redis_server_binary(), "--version"], capture_output=True, text=True)
+    return out.stdout.split("v=", 1)[-1].split()[0] if "v=" in out.stdout else out.stdout.strip()
+
+
+@contextmanager
+def redis_server(ctx: Context, name: str) -> Iterator[RedisServer]:
+    """A private redis-server as batchd wants it (AOF everysec, noeviction), killed afterwards."""
+    server = RedisServer(ctx.scratch(name) / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@contextmanager
+def emulator(ctx: Context, name: str, *args: str) -> Iterator[EmulatorProcess]:
+    """`batchd emulator` in its own process, one workspace, the given flags."""
+    emu = EmulatorProcess(ctx.scratch(name), api_keys=(API_KEY,), args=list(args))
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def settings(redis_url: str, api_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:
+    """Settings for an in-process Client/Runtime against the benchmark's Redis and emulator."""
+    sections: dict[str, Any] = {"api": {"base_url": api_url}}
+    sections.update(overrides)
+    return Settings.load(redis_url=redis_url, accounts={ACCOUNT: {"api_key": API_KEY}}, **sections)
+
+
+def flush(client: redis.Redis) -> None:
+    """Empty Redis and let it compact its AOF, so one repetition does not weigh on the next."""
+    client.flushall()
+    try:
+        client.bgrewriteaof()
+    except redis.ResponseError:
+        pass  # a rewrite already running
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = client.info("persistence")
+        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+            return
+        time.sleep(0.05)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - started, out
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
