@@ -54,6 +54,8 @@ local function context(tag, prefix, account, batch_id, now, retention)
   local acct = cjson.encode(account)
   return {
     tag = tag, prefix = prefix, account = account, now = now, retention = retention,
+    -- one absolute expiry for the call: PEXPIREAT goes to the AOF as it is, PEXPIRE rewritten
+    expire_at = now + retention,
     -- `"<account>.` as cjson writes it: a token needs no escaping, so `rid` is this .. token
     rid_open = string.sub(cjson.encode(account .. '.'), 1, -2),
     account_json = ',"account":' .. acct .. ',"status":"',
@@ -100,18 +102,18 @@ local function finish(c, token, rk, status, result, f, o)
     .. ',"submitted_at":"' .. submitted .. c.ended
   -- `a` stays: the assembly that ran it last (every script checks `st` before `a`)
   redis.call('HSET', rk, 'st', status, 'res', env, 'te', now)
-  redis.call('PEXPIRE', rk, retention)
+  redis.call('PEXPIREAT', rk, c.expire_at)
   c.params[#c.params + 1] = token
   -- Wake `wait` callers. They mark the request before they look at it, so one that looked
   -- before this finish is woken, and one that looks after sees the result.
   if c.waiters ~= false and redis.call('EXISTS', tag .. ':w:' .. token) == 1 then
     local dk = tag .. ':done:' .. token
     redis.call('RPUSH', dk, status)
-    redis.call('PEXPIRE', dk, retention)
+    redis.call('PEXPIREAT', dk, c.expire_at)
   end
   if key then
     local kk = tag .. ':k:' .. redis.sha1hex(cjson.decode(key))
-    redis.call('PEXPIRE', kk, retention)
+    redis.call('PEXPIREAT', kk, c.expire_at)
   end
   if rt then
     local q = c.replies[rt]
