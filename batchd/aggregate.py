@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
+
 from batchd.keys import new_token
 from batchd.logs import get_logger
 from batchd.runtime import Runtime, crash_point, lease
@@ -38,9 +40,17 @@ def lane_stats(rt: Runtime, account: str, priority: int) -> LaneStats:
     oldest = None
     if head:
         parts = text(head).split(" ")
-        if len(parts) == 3 and parts[2].isdigit():
-            oldest = int(parts[2])
-    return LaneStats(account, priority, int(count or 0), int(nbytes or 0), oldest)
+        # An entry batchd did not write counts as due at once, so a cut sets it aside.
+        oldest = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 0
+    counts = (text(count or b"0"), text(nbytes or b"0"))
+    if not all(c.lstrip("-").isdigit() for c in counts):
+        # Counters spoiled by a foreign writer: start them again from the list itself.
+        length = int(rt.redis.llen(rt.keys.pending(account, priority)))
+        log.warning("lane counters were not numbers; reset", lane=f"{account}/{priority}",
+                    count=length)  # fmt: skip
+        rt.redis.hset(rt.keys.lane_stats(account, priority), mapping={"count": length, "bytes": 0})
+        counts = (str(length), "0")
+    return LaneStats(account, priority, int(counts[0]), int(counts[1]), oldest)
 
 
 def lanes(rt: Runtime, account: str) -> list[int]:
@@ -75,7 +85,8 @@ def claim(rt: Runtime, account: str, priority: int, asm: str) -> tuple[int, int]
     while True:
         code, count, _ = rt.scripts.claim(
             args=[tag, priority, asm, b.max_requests, b.max_bytes, b.claim_chunk,
-                  int(rt.settings.run.lease * 1000)]
+                  int(rt.settings.run.lease * 1000), rt.keys.prefix, account,
+                  int(rt.settings.retention * 1000)]
         )  # fmt: skip
         if int(code) != 0:
             break
@@ -116,14 +127,24 @@ def tick(rt: Runtime) -> int:
         flushed = {text(f) for f in flushed_raw}
         for priority in lanes(rt, account):
             want_flush = "*" in flushed or str(priority) in flushed
-            with lease(rt, rt.keys.lane_lock(account, priority)) as held:
-                if held is None:
-                    continue  # another replica is cutting this lane
-                while True:
-                    stats = lane_stats(rt, account, priority)
-                    reason = due_reason(rt, stats, now, want_flush)
-                    # A flush cuts everything pending now, in as many batches as it takes.
-                    if reason is None or cut(rt, account, priority, reason) is None:
-                        break
-                    cuts += 1
+            try:
+                cuts += cut_lane(rt, account, priority, now, want_flush)
+            except redis.ResponseError as exc:
+                # One lane's keys spoiled by foreign data must not stop the others.
+                log.error("lane cannot be cut", lane=f"{account}/{priority}", error=str(exc))
     return cuts
+
+
+def cut_lane(rt: Runtime, account: str, priority: int, now: int, want_flush: bool) -> int:
+    """Cut one lane for as long as it is due; how many assemblies were cut."""
+    cuts = 0
+    with lease(rt, rt.keys.lane_lock(account, priority)) as held:
+        if held is None:
+            return 0  # another replica is cutting this lane
+        while True:
+            stats = lane_stats(rt, account, priority)
+            reason = due_reason(rt, stats, now, want_flush)
+            # A flush cuts everything pending now, in as many batches as it takes.
+            if reason is None or cut(rt, account, priority, reason) is None:
+                return cuts
+            cuts += 1

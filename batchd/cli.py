@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+import redis
+
 from batchd.errors import BatchdError, ConfigError
 
 # Each module registers its own subcommands with `register(subparsers)`.
@@ -81,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BatchdError as exc:
         print(f"batchd: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except redis.RedisError as exc:
+        # An unreachable or refusing Redis is the operator's to fix: say so, no traceback.
+        print(f"batchd: error: Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -102,6 +102,10 @@ class Keys:
     def lane_lock(self, account: str, priority: int) -> str:
         return f"{self.tag(account)}:qlock:{priority}"
 
+    def quarantine(self, account: str) -> str:
+        """List: pending entries set aside unsent (not batchd's, or their record not a hash)."""
+        return f"{self.tag(account)}:quarantine"
+
     def flush(self, account: str) -> str:
         """Set: priorities (or `*`) a producer or operator asked to cut now."""
         return f"{self.tag(account)}:flush"
@@ -138,6 +142,14 @@ class Keys:
     def fence(self, account: str) -> str:
         """Counter: source of fencing tokens for create_lock."""
         return f"{self.tag(account)}:fence"
+
+    def open_intent(self, account: str) -> str:
+        """String: the assembly whose create may have made a batch nobody recorded yet.
+
+        While it is unresolved no other create starts, so a batch found in the list can only
+        be that one's: two unknown batches of one size are never told apart by guessing.
+        """
+        return f"{self.tag(account)}:intent"
 
     # -- webhook outbox ---------------------------------------------------------------------
     def delivery(self, account: str, token: str) -> str:

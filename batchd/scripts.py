@@ -83,11 +83,32 @@ end
 -- The record fields finish needs; callers read them with the fields they check, in one HMGET.
 local FINISH_FIELDS = {'k', 'rt', 'cb', 'md', 'ts', 'at'}
 
+-- Record fields a foreign writer may have spoiled (absent ones are fine: they are optional).
+local function is_uint(v) return not v or string.match(v, '^%d+$') ~= nil end
+local function is_json(v) return not v or (pcall(cjson.decode, v)) end
+local function is_key(v)
+  if not v then return true end
+  local ok, s = pcall(cjson.decode, v)
+  return ok and type(s) == 'string'
+end
+
+-- The result of a request whose record cannot be used: it ends `rejected`, never sent.
+local function rejected(field)
+  return '{"type":"errored","error":{"type":"error","error":{"type":"rejected","message":'
+    .. cjson.encode("the request's stored record is corrupted (field " .. field .. ")")
+    .. '}}}'
+end
+
 -- End a request: store its envelope, wake waiters, feed its reply queue and webhook outbox.
 -- `result` is the Anthropic result object as JSON text, inserted verbatim; `f` holds the
 -- FINISH_FIELDS values from index `o` on. Counters and params go in `done_all`, once per call.
 local function finish(c, token, rk, status, result, f, o)
   local key, rt, cb, md, ts, at = f[o], f[o + 1], f[o + 2], f[o + 3], f[o + 4], f[o + 5]
+  -- a spoiled field is left out rather than break the envelope's JSON or this script
+  if not is_key(key) then key = false end
+  if not is_json(md) then md = false end
+  if not is_uint(ts) then ts = false end
+  if not is_uint(at) then at = false end
   local tag, now, retention = c.tag, c.now, c.retention
   ts = ts or now
   local submitted = c.times[ts]
@@ -144,7 +165,12 @@ local function done_all(c)
   for _, rt in ipairs(c.queues) do
     local q, key = c.replies[rt], c.prefix .. ':reply:{' .. rt .. '}'
     for i = 1, #q, 1000 do
-      redis.call('LPUSH', key, unpack(q, i, math.min(i + 999, #q)))
+      -- a key of another type under the queue's name must not block the other requests
+      local pushed = redis.pcall('LPUSH', key, unpack(q, i, math.min(i + 999, #q)))
+      if type(pushed) == 'table' and pushed.err then
+        redis.call('HINCRBY', c.prefix .. ':counters', 'replies_undeliverable',
+          math.min(i + 999, #q) - i + 1)
+      end
     end
   end
   local h = c.hooks
@@ -160,9 +186,11 @@ local function done_all(c)
   end
 end
 
--- Put a request back at the tail of its lane.
+-- Put a request back at the tail of its lane; false (nothing done) when the record's lane or
+-- size is spoiled, so the caller ends it instead.
 local function requeue(tag, prefix, token, rk, last_error, now)
   local f = redis.call('HMGET', rk, 'pr', 'n')
+  if not f[1] or not f[2] or not is_uint(f[1]) or not is_uint(f[2]) then return false end
   redis.call('HSET', rk, 'st', 'pending', 'le', last_error, 'eq', now)
   redis.call('HDEL', rk, 'a')
   redis.call('RPUSH', tag .. ':q:' .. f[1], token .. ' ' .. f[2] .. ' ' .. now)
@@ -171,6 +199,7 @@ local function requeue(tag, prefix, token, rk, last_error, now)
   redis.call('HINCRBY', qs, 'bytes', f[2])
   redis.call('SADD', tag .. ':lanes', f[1])
   redis.call('HINCRBY', prefix .. ':counters', 'retries', 1)
+  return true
 end
 """
 
@@ -182,6 +211,21 @@ end
 # entries to their lane's list, each lane's counters once per call.
 SUBMIT = r"""
 local tag, prefix, account = ARGV[1], ARGV[2], ARGV[3]
+-- A key of batchd's holding another type (foreign data) would fail this call half done:
+-- refuse it before anything is written.
+local expect = {[tag .. ':p'] = 'hash', [tag .. ':lanes'] = 'set'}
+for i = 4, #ARGV, 9 do
+  expect[tag .. ':q:' .. ARGV[i + 1]] = 'list'
+  expect[tag .. ':qs:' .. ARGV[i + 1]] = 'hash'
+  if ARGV[i + 4] ~= '' then expect[tag .. ':k:' .. ARGV[i + 4]] = 'string' end
+end
+for k, want in pairs(expect) do
+  local t = redis.call('TYPE', k).ok
+  if t ~= want and t ~= 'none' then
+    return redis.error_reply('batchd: ' .. k .. ' holds a ' .. t .. ', not a ' .. want
+      .. ' (foreign data in batchd\'s keys); nothing was stored')
+  end
+end
 local now = now_ms()
 local out, params, lanes, order = {}, {}, {}, {}
 for i = 4, #ARGV, 9 do
@@ -259,10 +303,13 @@ done_all(c)
 return {1, env}
 """
 
-# ARGV: tag, priority, assembly id, max count, max body bytes, chunk, lease ms
+# ARGV: tag, priority, assembly id, max count, max body bytes, chunk, lease ms, prefix, account,
+#       retention ms
 # Moves up to `chunk` pending entries of the lane into the assembly (never beyond its count or
 # byte budget) and marks their records. Returns {code, count, bytes}: code 0 took a chunk and
 # more may fit, 1 the assembly is full, 2 the lane is empty, -1 the assembly is not assembling.
+# An entry batchd did not write, or whose record is not a hash, is moved to the account's
+# quarantine list (and counted), never sent; a record with a spoiled field ends `rejected`.
 CLAIM = r"""
 local tag, pr, asm = ARGV[1], ARGV[2], ARGV[3]
 local max_count, max_bytes, chunk = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -285,31 +332,51 @@ if want <= 0 then return {1, cnt, bytes} end
 local entries = redis.call('LRANGE', q, 0, want - 1)
 if #entries == 0 then return {2, cnt, bytes} end
 local taken, taken_bytes, consumed, skipped_bytes = 0, 0, 0, 0
-local moved = {}
+local moved, quarantined = {}, {}
+local c = context(tag, ARGV[8], ARGV[9], '', now, tonumber(ARGV[10]))
 for _, e in ipairs(entries) do
-  local sp = string.find(e, ' ', 1, true)
-  local sp2 = string.find(e, ' ', sp + 1, true)
-  local token = string.sub(e, 1, sp - 1)
-  local size = tonumber(string.sub(e, sp + 1, sp2 - 1))
+  local token, size_text = string.match(e, '^(%w+) (%d+) %d+$')
+  local size = tonumber(size_text)
   -- body = {"requests":[ entries joined by , ]}: 15 bytes of envelope plus one comma each
-  if cnt + taken > 0 and 15 + bytes + taken_bytes + size + cnt + taken > max_bytes then
+  if token and cnt + taken > 0 and 15 + bytes + taken_bytes + size + cnt + taken > max_bytes then
     code = 1
     break
   end
   consumed = consumed + 1
-  local rk = tag .. ':r:' .. token
-  if redis.call('HGET', rk, 'st') == 'pending' then
-    redis.call('HSET', rk, 'st', 'batched', 'a', asm)
-    redis.call('HINCRBY', rk, 'at', 1)
-    moved[#moved + 1] = e
-    taken = taken + 1
-    taken_bytes = taken_bytes + size
+  local rk = token and tag .. ':r:' .. token
+  -- st, n, pr, then FINISH_FIELDS (k rt cb md ts at, from 4)
+  local f = token and redis.pcall('HMGET', rk, 'st', 'n', 'pr', unpack(FINISH_FIELDS))
+  if not token or f.err then
+    -- not an entry batchd wrote, or its record is not a hash: foreign data, never sent
+    quarantined[#quarantined + 1] = e
+  elseif f[1] == 'pending' then
+    local bad = (f[2] ~= size_text and 'n') or (f[3] ~= pr and 'pr') or (not is_uint(f[9]) and 'at')
+      or (not is_uint(f[8]) and 'ts') or (not is_key(f[4]) and 'k') or (not is_json(f[7]) and 'md')
+    if bad then
+      finish(c, token, rk, 'rejected', rejected(bad), f, 4)
+      skipped_bytes = skipped_bytes + size
+    else
+      redis.call('HSET', rk, 'st', 'batched', 'a', asm)
+      redis.call('HINCRBY', rk, 'at', 1)
+      moved[#moved + 1] = e
+      taken = taken + 1
+      taken_bytes = taken_bytes + size
+    end
   else
     -- a stale entry (its record ended or vanished): dropped, its bytes leave the lane too
     skipped_bytes = skipped_bytes + size
   end
 end
 redis.call('LTRIM', q, consumed, -1)
+if #quarantined > 0 then
+  local qk = tag .. ':quarantine'
+  for i = 1, #quarantined, 1000 do
+    redis.call('RPUSH', qk, unpack(quarantined, i, math.min(i + 999, #quarantined)))
+  end
+  redis.call('LTRIM', qk, -1000, -1)
+  redis.call('HINCRBY', ARGV[8] .. ':counters', 'quarantined', #quarantined)
+end
+done_all(c)
 -- unpack is bounded by Lua's C stack: push in slices
 for i = 1, #moved, 1000 do
   redis.call('RPUSH', ek, unpack(moved, i, math.min(i + 999, #moved)))
@@ -349,13 +416,23 @@ return clen
 """
 
 # ARGV: tag, fence, assembly id
-# Writes the submission intent, only while this fence holds the account's create lock.
-# Returns the intent time (ms), or 0 when the lock is not ours.
+# Writes the submission intent, only while this fence holds the account's create lock and no
+# other assembly's create is unresolved (its intent stands without a batch id): one unknown
+# outcome at a time, so a batch found in the list belongs to it and no one else.
+# Returns the intent time (ms), 0 when the lock is not ours, -1 while another is unresolved.
 INTENT = r"""
 local tag, fence, asm = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('GET', tag .. ':createlock') ~= fence then return 0 end
+local oi = tag .. ':intent'
+local open = redis.call('GET', oi)
+if open and open ~= asm then
+  local o = redis.call('HMGET', tag .. ':a:' .. open, 'intent', 'bid')
+  if o[1] and not o[2] then return -1 end
+end
 local now = now_ms()
+redis.call('SET', oi, asm)
 redis.call('HSET', tag .. ':a:' .. asm, 'st', 'submitting', 'intent', now, 'ifence', fence)
+redis.call('HDEL', tag .. ':a:' .. asm, 'iunsure')
 return now
 """
 
@@ -366,8 +443,9 @@ local tag, fence, asm = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('GET', tag .. ':createlock') ~= fence then return 0 end
 local ak = tag .. ':a:' .. asm
 if redis.call('HGET', ak, 'bid') then return 0 end
-redis.call('HDEL', ak, 'intent', 'ifence')
+redis.call('HDEL', ak, 'intent', 'ifence', 'iunsure')
 redis.call('HSET', ak, 'st', 'sealed')
+if redis.call('GET', tag .. ':intent') == asm then redis.call('DEL', tag .. ':intent') end
 return 1
 """
 
@@ -382,7 +460,8 @@ if cur == bid then return {2, bid} end
 if cur then return {-1, cur} end
 local now = now_ms()
 redis.call('HSET', ak, 'bid', bid, 'st', 'submitted', 'submitted', now, 'polls', 0)
-redis.call('HDEL', ak, 'intent', 'ifence')
+redis.call('HDEL', ak, 'intent', 'ifence', 'iunsure')
+if redis.call('GET', tag .. ':intent') == asm then redis.call('DEL', tag .. ':intent') end
 redis.call('SADD', tag .. ':kb', bid)
 redis.call('HSET', prefix .. ':batches', bid, account .. ' ' .. asm)
 redis.call('ZADD', tag .. ':as', now + tonumber(ARGV[6]), asm)
@@ -408,17 +487,19 @@ c.waiters = any_waiter(c, tokens)
 for i = 8, #ARGV, 3 do
   local token, class, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local rk = tag .. ':r:' .. token
-  -- st, a, then FINISH_FIELDS (attempts last, at 8)
-  local f = redis.call('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
-  if f[1] ~= 'batched' or f[2] ~= asm then
+  -- st, a, then FINISH_FIELDS (attempts last, at 8); a key that is no hash is foreign
+  local f = redis.pcall('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
+  if f.err or f[1] ~= 'batched' or f[2] ~= asm then
     ignored = ignored + 1
   elseif class == 'retry' then
-    if tonumber(f[8]) >= max_attempts then
+    if (tonumber(f[8]) or max_attempts) >= max_attempts then
       finish(c, token, rk, 'dead', result, f, 3)
       done = done + 1
-    else
-      requeue(tag, prefix, token, rk, result, now)
+    elseif requeue(tag, prefix, token, rk, result, now) then
       requeued = requeued + 1
+    else
+      finish(c, token, rk, 'rejected', rejected('pr'), f, 3)
+      done = done + 1
     end
   else
     finish(c, token, rk, statuses[class], result, f, 3)
@@ -442,14 +523,16 @@ local done, requeued = 0, 0
 for i = 9, #ARGV do
   local token = ARGV[i]
   local rk = tag .. ':r:' .. token
-  local f = redis.call('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
-  if f[1] == 'batched' and f[2] == asm then
-    if tonumber(f[8]) >= max_attempts then
+  local f = redis.pcall('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
+  if not f.err and f[1] == 'batched' and f[2] == asm then
+    if (tonumber(f[8]) or max_attempts) >= max_attempts then
       finish(c, token, rk, 'dead', result, f, 3)
       done = done + 1
-    else
-      requeue(tag, prefix, token, rk, result, now)
+    elseif requeue(tag, prefix, token, rk, result, now) then
       requeued = requeued + 1
+    else
+      finish(c, token, rk, 'rejected', rejected('pr'), f, 3)
+      done = done + 1
     end
   end
 end
@@ -466,10 +549,10 @@ local n = 0
 for i = 4, #ARGV do
   local token = ARGV[i]
   local rk = tag .. ':r:' .. token
-  local f = redis.call('HMGET', rk, 'st', 'a', 'le')
-  if f[1] == 'batched' and f[2] == asm then
-    redis.call('HINCRBY', rk, 'at', -1)
-    requeue(tag, prefix, token, rk, f[3] or '', now)
+  local f = redis.pcall('HMGET', rk, 'st', 'a', 'le', 'at')
+  if not f.err and f[1] == 'batched' and f[2] == asm
+      and requeue(tag, prefix, token, rk, f[3] or '', now) then
+    if is_uint(f[4]) then redis.call('HINCRBY', rk, 'at', -1) end
     n = n + 1
   end
 end
@@ -486,8 +569,8 @@ local done = 0
 for i = 9, #ARGV do
   local token = ARGV[i]
   local rk = tag .. ':r:' .. token
-  local f = redis.call('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
-  if f[1] == 'batched' and f[2] == asm then
+  local f = redis.pcall('HMGET', rk, 'st', 'a', unpack(FINISH_FIELDS))
+  if not f.err and f[1] == 'batched' and f[2] == asm then
     finish(c, token, rk, status, result, f, 3)
     done = done + 1
   end

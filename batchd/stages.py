@@ -43,6 +43,8 @@ FANOUT_CHUNK = 500
 FANOUT_DEPTH = 4
 #: Seconds an account stays paused after its API key was refused, before trying again.
 PAUSE_SECONDS = 60.0
+#: Unreadable results lines logged one by one per fan-out; the rest are only counted.
+BAD_LINES_LOGGED = 5
 
 
 class LostLease(BatchdError):
@@ -111,14 +113,28 @@ def submit(rt: Runtime, account: str, asm: str, asm_lease: Lease) -> str:
             rt.enqueue("poll", account, asm)
             return "already submitted"
         if state.get("intent"):
-            found = find_created(rt, account, state)
+            try:
+                found = find_created(rt, account, state)
+            except APIError as exc:
+                bound.warning("cannot list batches yet", error=str(exc))
+                rt.enqueue("submit", account, asm, delay=jittered(5.0))
+                return "unresolved"
             if found is not None:
                 bound.warning("adopted a batch created before a crash", batch_id=found.id)
                 return record(rt, account, asm, found)
+            left = unsettled(rt, account, asm, state)
+            if left > 0:
+                rt.enqueue("submit", account, asm, delay=left)
+                return "waiting to be sure the last create made nothing"
         tag = rt.keys.tag(account)
-        if int(rt.scripts.intent(args=[tag, lock.token, asm])) == 0:
+        written = int(rt.scripts.intent(args=[tag, lock.token, asm]))
+        if written == 0:
             rt.enqueue("submit", account, asm, delay=1)
             return "lost the create lock"
+        if written < 0:
+            nudge_open_intent(rt, account)
+            rt.enqueue("submit", account, asm, delay=jittered(1.0, 0.5))
+            return "waiting for an earlier create to be resolved"
         crash_point("after_intent")
         count, clen = int(state["cnt"]), int(state["clen"])
         try:
@@ -169,8 +185,11 @@ def submit(rt: Runtime, account: str, asm: str, asm_lease: Lease) -> str:
                 return "unresolved"
             if found is not None:
                 return record(rt, account, asm, found)
-            rt.scripts.clear_intent(args=[tag, lock.token, asm])
-            rt.enqueue("submit", account, asm, delay=jittered(exc.retry_after or 5.0))
+            # The API may finish a create after the connection broke: the intent stays, and
+            # the batch is sent again only if a list `create_settle` seconds on finds nothing.
+            rt.redis.hset(rt.keys.assembly(account, asm), "iunsure", rt.now_ms())
+            settle = rt.settings.run.create_settle
+            rt.enqueue("submit", account, asm, delay=jittered(max(settle, exc.retry_after or 1.0)))
             return "retry"
         crash_point("after_create")
         if batch.total != count:
@@ -260,7 +279,33 @@ def find_created(rt: Runtime, account: str, state: dict[str, str]) -> MessageBat
         candidates.append(batch)
     if not candidates:
         return None
+    if len(candidates) > 1:
+        log.warning(
+            "several unknown batches could be this assembly's; taking the oldest",
+            candidates=[b.id for b in candidates],
+        )
     return min(candidates, key=lambda b: b.created_at)
+
+
+def unsettled(rt: Runtime, account: str, asm: str, state: dict[str, str]) -> float:
+    """Seconds left before a create whose outcome is unknown may be taken to have made nothing.
+
+    The wait counts from when the outcome was first found unknown (an unanswered create, or a
+    crash noticed later), so a batch the API creates late still shows before a second POST.
+    """
+    now = rt.now_ms()
+    since = int(state.get("iunsure") or 0)
+    if not since:
+        rt.redis.hset(rt.keys.assembly(account, asm), "iunsure", now)
+        since = now
+    return max(0.0, rt.settings.run.create_settle - (now - since) / 1000)
+
+
+def nudge_open_intent(rt: Runtime, account: str) -> None:
+    """Another assembly's create is unresolved: make sure its stage runs soon to resolve it."""
+    other = text(rt.redis.get(rt.keys.open_intent(account)))
+    if other and not rt.redis.exists(rt.keys.assembly_lease(account, other)):
+        rt.enqueue("submit", account, other)
 
 
 def record(rt: Runtime, account: str, asm: str, batch: MessageBatch) -> str:
@@ -388,7 +433,17 @@ def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lea
         if held.lost.is_set():
             raise LostLease("assembly lease lost during fan-out")
 
-    stream = rt.api(account).results(bid)
+    bad_lines = 0
+
+    def unreadable(lineno: int, exc: APIError) -> None:
+        # Reading the stream again would meet the same bytes: skip the line. Its request gets
+        # no result from it, so it counts as missing and goes round again.
+        nonlocal bad_lines
+        bad_lines += 1
+        if bad_lines <= BAD_LINES_LOGGED:
+            bound.warning("unreadable results line skipped", line=lineno, error=str(exc))
+
+    stream = rt.api(account).results(bid, on_bad_line=unreadable)
     try:
         # Chunks go to Redis from threads while the next lines are parsed; two at a time, so
         # Redis has one to run while the other is sent. Lines are independent transitions.
@@ -435,6 +490,7 @@ def fanout(rt: Runtime, account: str, asm: str, state: dict[str, str], held: Lea
         ended=totals[0],
         requeued=totals[1],
         ignored_lines=totals[2] + unknown,
+        unreadable_lines=bad_lines,
         missing=missing,
     )
     return "done"

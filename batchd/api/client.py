@@ -49,6 +49,8 @@ RESULTS_CONTENT_TYPES = frozenset(
 ERROR_BODY_LIMIT = 64 * 1024
 
 OnCall = Callable[[str, int | None, float], None]
+#: Called with the line number and the error of a results line that is not a result.
+OnBadLine = Callable[[int, APIResponseError], None]
 Body = bytes | Iterable[bytes] | Callable[[], Iterable[bytes]]
 _Model = TypeVar("_Model", bound=pydantic.BaseModel)
 
@@ -226,7 +228,12 @@ class BatchesClient:
         return self._parse(response, DeletedBatch, "delete").id
 
     def results(
-        self, batch_id: str, *, resume: bool = True, skip: int = 0
+        self,
+        batch_id: str,
+        *,
+        resume: bool = True,
+        skip: int = 0,
+        on_bad_line: OnBadLine | None = None,
     ) -> Generator[ResultLine, None, None]:
         """Stream a batch's results, one ResultLine per JSONL line, as they arrive.
 
@@ -236,6 +243,10 @@ class BatchesClient:
         ResultsStreamError says how many lines were delivered. The HTTP response is closed
         however the iteration ends; a caller stopping early should `close()` the generator (or
         let it be collected) to release the connection at once.
+
+        A line that is not a result (not JSON, no custom_id, no result object) raises
+        APIResponseError, unless `on_bad_line(line_number, error)` is given: then it is reported
+        there and skipped, since reading the stream again would only meet it again.
         """
         if skip < 0:
             raise ValueError("skip must be >= 0")
@@ -285,7 +296,13 @@ class BatchesClient:
                 try:
                     for chunk in response.iter_bytes():
                         for lineno, line in decoder.feed(chunk):
-                            item = parse_result_line(line, lineno)
+                            try:
+                                item = parse_result_line(line, lineno)
+                            except APIResponseError as bad:
+                                if on_bad_line is None:
+                                    raise
+                                on_bad_line(lineno, bad)
+                                continue
                             if admit(item):
                                 delivered += 1
                                 progressed = True
@@ -305,7 +322,13 @@ class BatchesClient:
                             failure = exc
                             reason = f"line {lineno} cut off at end of stream ({len(line)} bytes)"
                         else:
-                            item = result_from_object(obj, line, lineno)
+                            try:
+                                item = result_from_object(obj, line, lineno)
+                            except APIResponseError as bad:
+                                if on_bad_line is None:
+                                    raise
+                                on_bad_line(lineno, bad)
+                                return
                             if admit(item):
                                 delivered += 1
                                 yield item

@@ -309,6 +309,8 @@ class Workspace:
             "processing": self.processing(now),
             "double_submitted": list(self.double_submitted),
             "custom_ids_in_several_batches": len(self.in_several),
+            # distinct custom_ids ever sent: `requests` minus this is how many were sent again
+            "custom_ids": len(self.holders),
         }
 
 

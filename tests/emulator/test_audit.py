@@ -46,6 +46,17 @@ def test_resubmit_after_the_end_is_not_a_double_submit(
     assert audit["custom_ids_in_several_batches"] == 1
 
 
+def test_distinct_custom_ids_show_how_many_were_sent_again(
+    http: httpx.Client, emu: EmulatorProcess
+) -> None:
+    """custom_ids counts each id once, so requests minus it is the number of re-sends."""
+    create(http, ["a", "b"])
+    emu.advance(1)
+    create(http, ["a", "c"])
+    audit = emu.audit()[emu.api_key]
+    assert (audit["requests"], audit["custom_ids"]) == (4, 3)
+
+
 def test_canceling_batch_is_still_live(http: httpx.Client, emu: EmulatorProcess) -> None:
     """A batch that is canceling but not ended still counts as live."""
     first = create(http, ["a"])

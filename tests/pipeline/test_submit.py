@@ -45,7 +45,7 @@ def command_calls(r: redis.Redis) -> dict[str, int]:
 
 
 #: What the SUBMIT script runs inside Redis; anything else would be another round trip.
-SUBMIT_SCRIPT_COMMANDS = {"get", "time", "hset", "rpush", "hincrby", "sadd", "set"}
+SUBMIT_SCRIPT_COMMANDS = {"get", "time", "hset", "rpush", "hincrby", "sadd", "set", "type"}
 
 
 def deep(depth: int) -> list[Any]:
