@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.common import FULL, QUICK, Context, Row, redis_version
+from bench.common import FULL, QUICK, Contention, Context, Row, redis_version
 
 #: Benchmark modules, in the order they run and appear in the table.
 BENCHMARKS = ("submit", "upload", "fanout", "webhooks", "e2e", "footprint")
@@ -101,23 +101,27 @@ def main(argv: list[str] | None = None) -> int:
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine()}  # fmt: skip
     rows: list[Row] = []
     failures: list[str] = []
+    others: dict[str, float] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="batchd-bench-") as tmp:
         for name in names:
             print(f"{name} ...", file=sys.stderr, flush=True)
             module = importlib.import_module(f"bench.{name}")
             t0 = time.monotonic()
+            contention = Contention()
             try:
                 found = module.run(Context(sizes, Path(tmp) / name))
             except Exception:
                 traceback.print_exc()
                 failures.append(name)
                 continue
+            others[name] = round(contention.share(), 3)
             rows += found
             print(f"{name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
             print(table(found), file=sys.stderr, flush=True)
     meta["seconds"] = round(time.monotonic() - started)
     meta["failed"] = failures
+    meta["other_processes_cpu_share"] = others
     args.out.mkdir(parents=True, exist_ok=True)
     missed = [r for r in rows if r.met is False]
     judged = [r for r in rows if r.met is not None]
@@ -125,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Mode `{sizes.mode}`, {sizes.reps} repetitions (median shown), commit {meta['commit']}, "
         f"{meta['machine']['cpus']} CPUs, Python {meta['machine']['python']}, "
         f"Redis {meta['machine']['redis']}; {meta['seconds']} s in all. "
-        f"Targets met: {len(judged) - len(missed)} of {len(judged)}."
+        f"Targets met: {len(judged) - len(missed)} of {len(judged)}. Share of the machine's CPU "
+        "used by processes outside the benchmark while each ran: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in others.items())
+        + "."
     )
     markdown = table(rows) + "\n\n" + summary + "\n"
     (args.out / "latest.md").write_text(markdown)

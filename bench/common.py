@@ -208,6 +208,36 @@ def tree(root: int) -> list[int]:
     return found
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat, every CPU)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and every process it started (live or waited for)."""
+    with open("/proc/self/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    mine = sum(int(x) for x in f[11:15]) / CLK_TCK  # utime stime cutime cstime
+    return mine + sum(cpu_seconds(p) for p in tree(os.getpid())[1:])
+
+
+class Contention:
+    """How much of the machine other processes used while a benchmark ran (0 to 1)."""
+
+    def __init__(self) -> None:
+        self.wall = time.monotonic()
+        self.busy = machine_busy()
+        self.own = own_cpu()
+
+    def share(self) -> float:
+        wall = time.monotonic() - self.wall
+        other = (machine_busy() - self.busy) - (own_cpu() - self.own)
+        return max(0.0, other / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
+
+
 def redis_version() -> str:
     from tests.support.redis import redis_server_binary
 
