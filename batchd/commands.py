@@ -196,7 +196,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 if deadline is not None and time.monotonic() > deadline:
                     print(f"batchd: timed out, {len(ids) - got} results missing", file=sys.stderr)
                     return 4
-                for result in client.replies(reply_to or "", timeout=2):
+                for result in client.replies(reply_to or "", timeout=2, prefetch=100):
                     given = (result.metadata or {}).get("custom_id")
                     line = {"custom_id": given, "id": result.id, "status": result.status,
                             "result": result.result}  # fmt: skip

@@ -145,7 +145,7 @@ def run_demo(args: argparse.Namespace) -> int:
             got = 0
             last_seen = time.monotonic()
             while got < n:
-                for result in client.replies("demo", timeout=1):
+                for result in client.replies("demo", timeout=1, prefetch=100):
                     statuses[result.status] += 1
                     retried += result.attempts > 1
                     got += 1

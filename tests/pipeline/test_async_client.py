@@ -380,3 +380,23 @@ def test_async_client_is_a_twin_of_client() -> None:
         return {n for n in dir(cls) if not n.startswith("_")}
 
     assert public(Client) - {"close"} <= public(AsyncClient)
+
+
+def test_prefetch_reads_groups_and_loses_nothing_when_stopped(
+    settings: Settings, flow: Flow
+) -> None:
+    """The asyncio twin's prefetch: groups in order; a consumer stopping mid-group gets the
+    group back, and the queue's other items after it."""
+
+    async def body(c: AsyncClient) -> tuple[list[str], list[str], list[str]]:
+        ids = [(await c.submit(params(str(i)), reply_to="svc")).id for i in range(7)]
+        flow.end(*ids)
+        replies = c.replies("svc", timeout=5, consumer="w", prefetch=3)
+        first = [(await anext(replies)).id for _ in range(4)]  # one group and one more
+        await astop(replies)
+        again = [r.id async for r in c.replies("svc", timeout=0.2, consumer="w", prefetch=3)]
+        return ids, first, again
+
+    ids, first, again = run(settings, body)
+    assert first == ids[:4]
+    assert again == ids[3:]  # the first group was acknowledged when the second was taken

@@ -712,3 +712,69 @@ def test_replies_with_zero_timeout_do_not_block(
         thread.join(5)
     assert not hung
     assert got == [ticket.id]
+
+
+# -- replies with prefetch -----------------------------------------------------------------
+
+
+def test_prefetch_takes_a_group_into_the_in_flight_list(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """With prefetch=3, the first read moves the three oldest replies in flight at once."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(5)]
+    flow.end(*ids)
+    replies = client.replies("svc", timeout=5, prefetch=3)
+    assert next(replies).id == ids[0]
+    assert redis_client.llen(Keys().reply_queue("svc")) == 2
+    held = redis_client.lrange(Keys().reply_inflight("svc", "default"), 0, -1)
+    assert [Result.from_json(raw).id for raw in held] == ids[2::-1]  # newest at the head
+    stop(replies)
+
+
+def test_prefetch_acknowledges_a_group_when_the_next_is_taken(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """Reading past a group acknowledges all of it; only the new group is in flight."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(5)]
+    flow.end(*ids)
+    replies = client.replies("svc", timeout=5, prefetch=2)
+    got = [next(replies).id for _ in range(3)]
+    assert got == ids[:3]
+    held = redis_client.lrange(Keys().reply_inflight("svc", "default"), 0, -1)
+    assert {Result.from_json(raw).id for raw in held} == set(ids[2:4])
+    assert [next(replies).id for _ in range(2)] == ids[3:]
+    stop(replies)
+    assert redis_client.llen(Keys().reply_queue("svc")) == 0
+
+
+def test_prefetch_consumer_that_stops_gets_its_group_again_in_order(
+    client: Client, flow: Flow
+) -> None:
+    """A consumer stopping mid-group loses nothing: the group comes back, oldest first, then
+    the rest of the queue."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(6)]
+    flow.end(*ids)
+    replies = client.replies("svc", timeout=5, consumer="w", prefetch=4)
+    assert [next(replies).id for _ in range(2)] == ids[:2]
+    stop(replies)  # two of the four taken were handled, none acknowledged
+    assert [r.id for r in client.replies("svc", timeout=0.2, consumer="w")] == ids
+
+
+def test_prefetch_explicit_ack_is_kept(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """`ack` inside a group removes that item at once; the rest of the group comes back."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(3)]
+    flow.end(*ids)
+    replies = client.replies("svc", timeout=5, prefetch=3)
+    first = next(replies)
+    client.ack("svc", first)
+    stop(replies)
+    assert redis_client.llen(Keys().reply_inflight("svc", "default")) == 2
+    assert [r.id for r in client.replies("svc", timeout=0.2)] == ids[1:]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1001, 2.5, True])
+def test_prefetch_out_of_range_is_refused(client: Client, bad: object) -> None:
+    with pytest.raises(ValueError, match="prefetch must be an integer from 1 to 1000"):
+        next(client.replies("svc", timeout=0, prefetch=bad))  # type: ignore[arg-type]
