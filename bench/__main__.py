@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = (
         f"Mode `{sizes.mode}`, {sizes.reps} repetitions (median shown), commit {meta['commit']}, "
         f"{meta['machine']['cpus']} CPUs, Python {meta['machine']['python']}, "
-        f"Redis {meta['machine']['redis']}; {meta['seconds']} s in all. "
+        f"Redis {meta['machine']['redis']} with `appendfsync always`; {meta['seconds']} s in all. "
         f"Targets met: {len(judged) - len(missed)} of {len(judged)}. Share of the machine's CPU "
         "used by processes outside the benchmark while each ran: "
         + ", ".join(f"{k} {v:.0%}" for k, v in others.items())

@@ -98,6 +98,7 @@ class Row:
     met: bool | None = None
     note: str = ""
     samples: list[float] = field(default_factory=list)
+    baseline_samples: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,7 +248,9 @@ def redis_version() -> str:
 
 @contextmanager
 def redis_server(ctx: Context, name: str) -> Iterator[RedisServer]:
-    """A private redis-server as batchd wants it (AOF everysec, noeviction), killed afterwards."""
+    """A private redis-server as batchd wants it for every guarantee to hold (`appendonly yes`,
+    `appendfsync always`, `noeviction`), killed afterwards. Every write round trip then waits
+    for a disk flush, for batchd and for the baselines alike."""
     server = RedisServer(ctx.scratch(name) / "redis")
     server.start()
     try:

@@ -146,11 +146,11 @@ def run(ctx: Context) -> list[Row]:
     return [
         Row(NAME, f"submit_many, {n:,} x {size:,} B", many, "req/s", raw,
             "redis-py pipelined RPUSH", many / raw, ">= 0.5", many / raw >= 0.5,
-            redis_alone, rates["many"]),
+            redis_alone, rates["many"], rates["raw"]),
         Row(NAME, f"submit, {single:,} single round trips", one, "req/s", raw1,
             "redis-py RPUSH, one round trip each", one / raw1, ">= 0.6", one / raw1 >= 0.6,
-            "", rates["one"]),
+            "", rates["one"], rates["raw1"]),
         Row(NAME, f"submit_many vs rq enqueue_many, {ctx.sizes.rq:,} jobs", many, "req/s",
             rq_rate, "rq Queue.enqueue_many", many / rq_rate, "report", None, "",
-            rates["rq"]),
+            rates["many"], rates["rq"]),
     ]  # fmt: skip

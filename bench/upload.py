@@ -153,7 +153,7 @@ def run(ctx: Context) -> list[Row]:
         Row(NAME, f"stream a {n:,}-request, {mb:.0f} MB body to the emulator", stream, "s",
             read, "reading those params from Redis", stream / read, "<= 2.0",
             stream / read <= 2.0, f"{mb / stream:.0f} MB/s; create answered after "
-            f"{create:.1f} s, emulator parse included", got["stream"]),
+            f"{create:.1f} s, emulator parse included", got["stream"], got["read"]),
         Row(NAME, "builder peak RSS above idle while streaming", peak, "MB",
             got["idle"] / MB, "idle RSS of the builder", None, "<= 150 MB", peak <= 150,
             "", [p / MB for p in got["peak"]]),

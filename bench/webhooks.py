@@ -141,5 +141,6 @@ def run(ctx: Context) -> list[Row]:
         Row(NAME, f"{n:,} signed deliveries from one `batchd run`", ours_rate, "/s", bare_rate,
             f"bare aiohttp client, {BARE_CONNECTIONS} connections", ours_rate / bare_rate,
             ">= 2,000/s", ours_rate >= 2000,
-            f"batchd run CPU {median(cpu_per):.0f} us per delivery", rates["batchd"]),
+            f"batchd run CPU {median(cpu_per):.0f} us per delivery", rates["batchd"],
+            rates["bare"]),
     ]  # fmt: skip
