@@ -16,6 +16,7 @@ from batchd.keys import new_token, split_request_id
 from batchd.store import text
 from tests.catalogue.conftest import PARAMS, Stack
 from tests.support.daemon import wait_for
+from tests.support.submit_state import submit_state
 
 ACCOUNT = "default"
 
@@ -183,10 +184,10 @@ def test_pending_list_of_the_wrong_type(stack: Stack) -> None:
     keys = stack.client.keys
     stack.client.redis.set(keys.pending(ACCOUNT, 3), "not a list")
     stack.client.redis.sadd(keys.lanes(ACCOUNT), 3)
-    before = stack.client.redis.dbsize()
+    before = submit_state(stack.client.redis, keys, ACCOUNT)
     with pytest.raises(redis.ResponseError, match="not a list"):
         stack.client.submit(PARAMS, priority=3, key="wrong-type-lane")
-    assert stack.client.redis.dbsize() == before
+    assert submit_state(stack.client.redis, keys, ACCOUNT) == before
     results = stack.results(stack.submit(2))
     assert {r.status for r in results} == {"succeeded"}
     stack.client.redis.delete(keys.pending(ACCOUNT, 3))
@@ -200,10 +201,10 @@ def test_idempotency_key_of_the_wrong_type(stack: Stack) -> None:
 
     kk = stack.client.keys.idempotency(ACCOUNT, key_digest("spoiled-key"))
     stack.client.redis.hset(kk, "foreign", "1")
-    before = stack.client.redis.dbsize()
+    before = submit_state(stack.client.redis, stack.client.keys, ACCOUNT)
     with pytest.raises(redis.ResponseError, match="not a string"):
         stack.client.submit(PARAMS, key="spoiled-key")
-    assert stack.client.redis.dbsize() == before
+    assert submit_state(stack.client.redis, stack.client.keys, ACCOUNT) == before
     stack.client.redis.delete(kk)
 
 

@@ -11,6 +11,7 @@ from standardwebhooks import Webhook
 from batchd import InvalidRequestError
 from tests.e2e.conftest import Stack, params
 from tests.support.daemon import wait_for
+from tests.support.submit_state import submit_state
 from tests.webhooks.support import SECRET, Receiver
 
 
@@ -42,11 +43,12 @@ def test_result_arrives_as_signed_webhook(stack: Stack, receiver: Receiver) -> N
 
 def test_callback_url_checked_at_submit(stack: Stack) -> None:
     """A callback URL that is not http(s) with a host is refused at submit, nothing stored."""
-    before = stack.client.redis.dbsize()
+    account = stack.client.settings.default_account
+    before = submit_state(stack.client.redis, stack.client.keys, account)
     with pytest.raises(InvalidRequestError) as err:
         stack.client.submit(params(1), callback_url="ftp://example.com/x")
     assert err.value.field == "callback_url"
-    assert stack.client.redis.dbsize() == before
+    assert submit_state(stack.client.redis, stack.client.keys, account) == before
 
 
 def test_loopback_callback_refused_at_delivery_without_allowlist(
