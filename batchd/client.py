@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 import redis
 import redis.asyncio as aredis
 
@@ -129,6 +130,19 @@ class _Chunks:
     def settle(self, group: _Group, reply: Any) -> None:
         for i, (slot, key) in enumerate(group.slots):
             self.outcomes[slot] = _ticket(reply, key, 2 * i)
+
+
+#: The record fields `get` and `wait` read while a request has not ended.
+_FIELDS = ("st", "at", "res", "a")
+
+
+def _ended_fields(value: Any, error: redis.ResponseError) -> list[Any]:
+    """`_FIELDS` of an ended request, whose record is its envelope (a string); any other value
+    where a record belongs is foreign data, and `error` (Redis's WRONGTYPE) is raised."""
+    if not isinstance(value, bytes) or not value.startswith(b'{"id":'):
+        raise error
+    env = orjson.loads(value)
+    return [env["status"], env["attempts"], value, None]
 
 
 def _state(rid: str, fields: list[Any], batch_id: str | None) -> RequestState:
@@ -306,7 +320,10 @@ class Client:
         """The request's state now, and its result once terminal."""
         account, token = _ids(request_id)
         rk = self.keys.request(account, token)
-        fields = self.redis.hmget(rk, "st", "at", "res", "a")
+        try:
+            fields = self.redis.hmget(rk, *_FIELDS)
+        except redis.ResponseError as exc:  # not a hash: ended, or foreign data
+            fields = _ended_fields(self.redis.get(rk), exc)
         if fields[0] is None:
             raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
         batch_id = None
@@ -331,8 +348,13 @@ class Client:
             # sees the mark and pushes to `dk`.
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(wk, 1, px=_WAITER_MS)
-            pipe.hmget(rk, "st", "res")
-            _, (st, res) = pipe.execute()
+            pipe.hmget(rk, *_FIELDS)
+            marked, fields = pipe.execute(raise_on_error=False)
+            if isinstance(marked, Exception):
+                raise marked
+            if isinstance(fields, redis.ResponseError):  # not a hash: ended, or foreign data
+                fields = _ended_fields(self.redis.get(rk), fields)
+            st, _, res, _ = fields
             if st is None:
                 self.redis.delete(wk)
                 raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
@@ -530,7 +552,11 @@ class AsyncClient:
     async def get(self, request_id: str) -> RequestState:
         """See `Client.get`."""
         account, token = _ids(request_id)
-        fields = await self.redis.hmget(self.keys.request(account, token), "st", "at", "res", "a")
+        rk = self.keys.request(account, token)
+        try:
+            fields = await self.redis.hmget(rk, *_FIELDS)
+        except redis.ResponseError as exc:  # not a hash: ended, or foreign data
+            fields = _ended_fields(await self.redis.get(rk), exc)
         if fields[0] is None:
             raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
         batch_id = None
@@ -549,8 +575,13 @@ class AsyncClient:
         while True:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(wk, 1, px=_WAITER_MS)
-            pipe.hmget(rk, "st", "res")
-            _, (st, res) = await pipe.execute()
+            pipe.hmget(rk, *_FIELDS)
+            marked, fields = await pipe.execute(raise_on_error=False)
+            if isinstance(marked, Exception):
+                raise marked
+            if isinstance(fields, redis.ResponseError):  # not a hash: ended, or foreign data
+                fields = _ended_fields(await self.redis.get(rk), fields)
+            st, _, res, _ = fields
             if st is None:
                 await self.redis.delete(wk)
                 raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")

@@ -54,8 +54,9 @@ local function context(tag, prefix, account, batch_id, now, retention)
   local acct = cjson.encode(account)
   return {
     tag = tag, prefix = prefix, account = account, now = now, retention = retention,
-    -- one absolute expiry for the call: PEXPIREAT goes to the AOF as it is, PEXPIRE rewritten
-    expire_at = now + retention,
+    -- one absolute expiry for the call: PEXPIREAT goes to the AOF as it is, PEXPIRE rewritten.
+    -- As text, made once: Lua turns a number argument into text with a printf per call.
+    expire_at = string.format('%d', now + retention),
     -- `"<account>.` as cjson writes it: a token needs no escaping, so `rid` is this .. token
     rid_open = string.sub(cjson.encode(account .. '.'), 1, -2),
     account_json = ',"account":' .. acct .. ',"status":"',
@@ -80,6 +81,13 @@ local function any_waiter(c, tokens)
   return false
 end
 
+-- An ended request's record is its envelope: a string starting `{"id":`. True for such a
+-- record; a string that does not start so is foreign data.
+local function ended(rk)
+  return redis.call('TYPE', rk).ok == 'string'
+    and redis.call('GETRANGE', rk, 0, 5) == '{"id":'
+end
+
 -- The record fields finish needs; callers read them with the fields they check, in one HMGET.
 local FINISH_FIELDS = {'k', 'rt', 'cb', 'md', 'ts', 'at'}
 
@@ -99,7 +107,9 @@ local function rejected(field)
     .. '}}}'
 end
 
--- End a request: store its envelope, wake waiters, feed its reply queue and webhook outbox.
+-- End a request: its record becomes its envelope (one string, kept for `retention`: one
+-- command instead of a hash write and an expiry), wake waiters, feed its reply queue and
+-- webhook outbox.
 -- `result` is the Anthropic result object as JSON text, inserted verbatim; `f` holds the
 -- FINISH_FIELDS values from index `o` on. Counters and params go in `done_all`, once per call.
 local function finish(c, token, rk, status, result, f, o)
@@ -121,9 +131,7 @@ local function finish(c, token, rk, status, result, f, o)
     .. c.batch_json .. (at or '0')
     .. ',"metadata":' .. (md or 'null')
     .. ',"submitted_at":"' .. submitted .. c.ended
-  -- `a` stays: the assembly that ran it last (every script checks `st` before `a`)
-  redis.call('HSET', rk, 'st', status, 'res', env, 'te', now)
-  redis.call('PEXPIREAT', rk, c.expire_at)
+  redis.call('SET', rk, env, 'PXAT', c.expire_at)
   c.params[#c.params + 1] = token
   -- Wake `wait` callers. They mark the request before they look at it, so one that looked
   -- before this finish is woken, and one that looks after sees the result.
@@ -283,22 +291,28 @@ return out
 """
 
 # ARGV: tag, prefix, account, token, retention ms
-# Cancels a pending request. Returns {1, envelope}, or {0, state} when it cannot be canceled.
+# Cancels a pending request. Returns {1, envelope}, or {0, state[, envelope]} when it cannot be
+# canceled.
 CANCEL = r"""
 local tag, prefix, account, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rk = tag .. ':r:' .. token
-local f = redis.call('HMGET', rk, 'st', 'pr', 'n', 'res', 'eq', unpack(FINISH_FIELDS))
+local f = redis.pcall('HMGET', rk, 'st', 'pr', 'n', 'eq', unpack(FINISH_FIELDS))
+if f.err then
+  if not ended(rk) then return f end
+  local env = redis.call('GET', rk)
+  return {0, cjson.decode(env).status, env}
+end
 if not f[1] then return {0, 'missing'} end
-if f[1] ~= 'pending' then return {0, f[1], f[4] or ''} end
+if f[1] ~= 'pending' then return {0, f[1], ''} end
 -- the pending entry is exactly `<token> <n> <eq>`: remove it without reading the lane
-local removed = redis.call('LREM', tag .. ':q:' .. f[2], 1, token .. ' ' .. f[3] .. ' ' .. f[5])
+local removed = redis.call('LREM', tag .. ':q:' .. f[2], 1, token .. ' ' .. f[3] .. ' ' .. f[4])
 if removed > 0 then
   local qs = tag .. ':qs:' .. f[2]
   redis.call('HINCRBY', qs, 'count', -1)
   redis.call('HINCRBY', qs, 'bytes', -tonumber(f[3]))
 end
 local c = context(tag, prefix, account, '', now_ms(), tonumber(ARGV[5]))
-local env = finish(c, token, rk, 'canceled', '{"type":"canceled"}', f, 6)
+local env = finish(c, token, rk, 'canceled', '{"type":"canceled"}', f, 5)
 done_all(c)
 return {1, env}
 """
@@ -346,10 +360,11 @@ for _, e in ipairs(entries) do
   local rk = token and tag .. ':r:' .. token
   -- st, n, pr, then FINISH_FIELDS (k rt cb md ts at, from 4)
   local f = token and redis.pcall('HMGET', rk, 'st', 'n', 'pr', unpack(FINISH_FIELDS))
-  if not token or f.err then
-    -- not an entry batchd wrote, or its record is not a hash: foreign data, never sent
+  if not token or (f.err and not ended(rk)) then
+    -- not an entry batchd wrote, or its record is neither a hash nor an envelope: foreign
+    -- data, never sent
     quarantined[#quarantined + 1] = e
-  elseif f[1] == 'pending' then
+  elseif not f.err and f[1] == 'pending' then
     local bad = (f[2] ~= size_text and 'n') or (f[3] ~= pr and 'pr') or (not is_uint(f[9]) and 'at')
       or (not is_uint(f[8]) and 'ts') or (not is_key(f[4]) and 'k') or (not is_json(f[7]) and 'md')
     if bad then

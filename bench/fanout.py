@@ -44,8 +44,22 @@ def create_batch(rt: Runtime, asm: str, clen: int, n: int) -> str:
     return batch.id
 
 
+def snapshot(rt: Runtime, entries: list[bytes]) -> dict[str, dict[bytes, bytes]]:
+    """Every request record of the assembly as it is before its fan-out (batched)."""
+    pipe = rt.redis.pipeline(transaction=False)
+    keys = [rt.keys.request(ACCOUNT, e.split(b" ", 1)[0].decode()) for e in entries]
+    for rk in keys:
+        pipe.hgetall(rk)
+    return dict(zip(keys, pipe.execute(), strict=True))
+
+
 def rearm(
-    rt: Runtime, asm: str, entries: list[bytes], state: dict[str, str], params: dict[bytes, bytes]
+    rt: Runtime,
+    asm: str,
+    entries: list[bytes],
+    state: dict[str, str],
+    params: dict[bytes, bytes],
+    records: dict[str, dict[bytes, bytes]],
 ) -> None:
     """Put every request of the assembly back in flight, as before its fan-out, and let Redis
     compact its AOF so each repetition starts from the same state."""
@@ -60,13 +74,10 @@ def rearm(
     pipe.hset(keys.assembly(ACCOUNT, asm), mapping=state)
     pipe.persist(keys.assembly(ACCOUNT, asm))
     pipe.execute()
-    for i, e in enumerate(entries):
-        token = e.split(b" ", 1)[0].decode()
-        rk = keys.request(ACCOUNT, token)
-        pipe.hset(rk, mapping={"st": "batched", "a": asm})
-        pipe.hdel(rk, "res", "te")
-        pipe.persist(rk)
-        pipe.delete(keys.done(ACCOUNT, token))
+    for i, (rk, record) in enumerate(records.items()):
+        token = rk.rsplit(":", 1)[1]
+        pipe.delete(rk, keys.done(ACCOUNT, token))
+        pipe.hset(rk, mapping=record)
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
@@ -125,6 +136,7 @@ def run(ctx: Context) -> list[Row]:
             entries = rt.redis.lrange(rt.keys.assembly_entries(ACCOUNT, asm), 0, -1)
             state = rt.assembly(ACCOUNT, asm)
             stored = rt.redis.hgetall(rt.keys.params(ACCOUNT))
+            records = snapshot(rt, entries)
             compact_aof(rt.redis)
 
             def sdk() -> None:
@@ -144,7 +156,7 @@ def run(ctx: Context) -> list[Row]:
                 )
                 replies = rt.redis.llen(rt.keys.reply_queue(QUEUE))
                 assert replies == n, f"{replies} replies of {n}"
-                rearm(rt, asm, entries, state, stored)
+                rearm(rt, asm, entries, state, stored, records)
 
             def raw() -> None:
                 t0 = time.perf_counter()

@@ -265,7 +265,13 @@ async def statuses(ctx: Ingress, ids: list[str]) -> list[str]:
     for rid in ids:
         account, token = split_request_id(rid)
         pipe.hget(ctx.client.keys.request(account, token), "st")
-    return [text(st) or "unknown" for st in await pipe.execute()]
+    found = await pipe.execute(raise_on_error=False)
+    # A record that is not a hash is an ended request's envelope (or foreign data, which
+    # `get` refuses as it always did).
+    return [
+        (await ctx.client.get(rid)).state if isinstance(st, Exception) else text(st) or "unknown"
+        for rid, st in zip(ids, found, strict=True)
+    ]
 
 
 # -- routes ----------------------------------------------------------------------------------

@@ -361,13 +361,19 @@ def test_anthropic_result_is_passed_through_byte_identical(client: Client, flow:
 def test_envelope_times_are_the_records_times(
     client: Client, flow: Flow, redis_client: redis.Redis
 ) -> None:
-    """submitted_at and ended_at are the record's millisecond times, in UTC."""
+    """submitted_at and ended_at are the record's millisecond times, in UTC: the submit time
+    it was stored with, and the end its expiry (`retention` later) was set from."""
     ticket = client.submit(params())
+    rk = Keys().request(ACCOUNT, token_of(ticket.id))
+    ts = redis_client.hget(rk, "ts")
     flow.end(ticket.id)
     result = client.wait(ticket.id, timeout=0)
-    ts, te = redis_client.hmget(Keys().request(ACCOUNT, token_of(ticket.id)), "ts", "te")
+    assert redis_client.get(rk) == result.raw  # an ended request's record is its envelope
+    te = int(redis_client.execute_command("PEXPIRETIME", rk)) - int(
+        client.settings.retention * 1000
+    )
     assert result.submitted_at == datetime.fromtimestamp(int(text(ts)) / 1000, tz=UTC)
-    assert result.ended_at == datetime.fromtimestamp(int(text(te)) / 1000, tz=UTC)
+    assert result.ended_at == datetime.fromtimestamp(te / 1000, tz=UTC)
     assert result.submitted_at <= result.ended_at
 
 
@@ -778,3 +784,47 @@ def test_prefetch_explicit_ack_is_kept(
 def test_prefetch_out_of_range_is_refused(client: Client, bad: object) -> None:
     with pytest.raises(ValueError, match="prefetch must be an integer from 1 to 1000"):
         next(client.replies("svc", timeout=0, prefetch=bad))  # type: ignore[arg-type]
+
+
+# -- the record of an ended request ---------------------------------------------------------
+
+
+def test_ended_record_is_its_envelope(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """Once ended, the record is the envelope alone (one string, no hash fields left), kept for
+    `retention`; `get`, `wait` and `cancel` read it as they read a live record."""
+    ticket = client.submit(params(), key="ended-record")
+    rk = Keys().request(ACCOUNT, token_of(ticket.id))
+    asm = flow.end(ticket.id)
+    assert redis_client.type(rk) == b"string"
+    envelope = orjson.loads(redis_client.get(rk))
+    assert envelope["id"] == ticket.id and envelope["status"] == "succeeded"
+    left_ms = redis_client.pttl(rk)
+    assert 0 < client.settings.retention * 1000 - left_ms < 60_000
+    state = client.get(ticket.id)
+    assert (state.state, state.attempts, state.batch_id) == ("succeeded", 1, BATCH_ID)
+    assert state.result is not None and state.result.raw == redis_client.get(rk)
+    with pytest.raises(CancelError, match=r"already ended \(succeeded\)"):
+        client.cancel(ticket.id)
+    # a repeated line for it changes nothing
+    assert flow.fanout(asm, [(token_of(ticket.id), "ok", succeeded("again"))]) == [0, 0, 1]
+    assert client.wait(ticket.id, timeout=0).raw == state.result.raw
+
+
+def test_stale_lane_entry_of_an_ended_request_is_dropped(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """A lane entry left for a request that has ended is dropped at the next cut, neither sent
+    again nor set aside as foreign data."""
+    ended = client.submit(params())
+    flow.end(ended.id)
+    keys = Keys()
+    redis_client.rpush(keys.pending(ACCOUNT, 0), f"{token_of(ended.id)} 100 1")
+    redis_client.hincrby(keys.lane_stats(ACCOUNT, 0), "count", 1)
+    redis_client.hincrby(keys.lane_stats(ACCOUNT, 0), "bytes", 100)
+    fresh = client.submit(params())
+    asm = flow.cut()
+    assert flow.tokens(asm) == [token_of(fresh.id)]
+    assert redis_client.llen(keys.quarantine(ACCOUNT)) == 0
+    assert client.get(ended.id).state == "succeeded"
