@@ -133,14 +133,18 @@ class _Chunks:
 
 
 #: The record fields `get` and `wait` read while a request has not ended.
-_FIELDS = ("st", "at", "res", "a")
+RECORD_FIELDS = ("st", "at", "res", "a")
 
 
-def _ended_fields(value: Any, error: redis.ResponseError) -> list[Any]:
-    """`_FIELDS` of an ended request, whose record is its envelope (a string); any other value
-    where a record belongs is foreign data, and `error` (Redis's WRONGTYPE) is raised."""
+def record_fields(fields: Any, value: Any) -> list[Any]:
+    """`RECORD_FIELDS` of a request from `HMGET rk *RECORD_FIELDS` and `GET rk`, sent in one
+    pipeline with errors kept in place: one of the two fails. A live request's record is a
+    hash; an ended one's is its envelope (a string). Anything else where a record belongs is
+    foreign data, and the HMGET's error (Redis's WRONGTYPE) is raised."""
+    if not isinstance(fields, Exception):
+        return cast(list[Any], fields)
     if not isinstance(value, bytes) or not value.startswith(b'{"id":'):
-        raise error
+        raise fields
     env = orjson.loads(value)
     return [env["status"], env["attempts"], value, None]
 
@@ -320,10 +324,10 @@ class Client:
         """The request's state now, and its result once terminal."""
         account, token = _ids(request_id)
         rk = self.keys.request(account, token)
-        try:
-            fields = self.redis.hmget(rk, *_FIELDS)
-        except redis.ResponseError as exc:  # not a hash: ended, or foreign data
-            fields = _ended_fields(self.redis.get(rk), exc)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(rk, *RECORD_FIELDS)
+        pipe.get(rk)
+        fields = record_fields(*pipe.execute(raise_on_error=False))
         if fields[0] is None:
             raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
         batch_id = None
@@ -348,13 +352,12 @@ class Client:
             # sees the mark and pushes to `dk`.
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(wk, 1, px=_WAITER_MS)
-            pipe.hmget(rk, *_FIELDS)
-            marked, fields = pipe.execute(raise_on_error=False)
+            pipe.hmget(rk, *RECORD_FIELDS)
+            pipe.get(rk)
+            marked, *record = pipe.execute(raise_on_error=False)
             if isinstance(marked, Exception):
                 raise marked
-            if isinstance(fields, redis.ResponseError):  # not a hash: ended, or foreign data
-                fields = _ended_fields(self.redis.get(rk), fields)
-            st, _, res, _ = fields
+            st, _, res, _ = record_fields(*record)
             if st is None:
                 self.redis.delete(wk)
                 raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
@@ -553,10 +556,10 @@ class AsyncClient:
         """See `Client.get`."""
         account, token = _ids(request_id)
         rk = self.keys.request(account, token)
-        try:
-            fields = await self.redis.hmget(rk, *_FIELDS)
-        except redis.ResponseError as exc:  # not a hash: ended, or foreign data
-            fields = _ended_fields(await self.redis.get(rk), exc)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(rk, *RECORD_FIELDS)
+        pipe.get(rk)
+        fields = record_fields(*await pipe.execute(raise_on_error=False))
         if fields[0] is None:
             raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
         batch_id = None
@@ -575,13 +578,12 @@ class AsyncClient:
         while True:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(wk, 1, px=_WAITER_MS)
-            pipe.hmget(rk, *_FIELDS)
-            marked, fields = await pipe.execute(raise_on_error=False)
+            pipe.hmget(rk, *RECORD_FIELDS)
+            pipe.get(rk)
+            marked, *record = await pipe.execute(raise_on_error=False)
             if isinstance(marked, Exception):
                 raise marked
-            if isinstance(fields, redis.ResponseError):  # not a hash: ended, or foreign data
-                fields = _ended_fields(await self.redis.get(rk), fields)
-            st, _, res, _ = fields
+            st, _, res, _ = record_fields(*record)
             if st is None:
                 await self.redis.delete(wk)
                 raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")

@@ -19,7 +19,7 @@ import orjson
 import redis
 from aiohttp import web
 
-from batchd.client import AsyncClient, SubmitItem
+from batchd.client import RECORD_FIELDS, AsyncClient, SubmitItem, record_fields
 from batchd.errors import (
     CancelError,
     RequestNotFoundError,
@@ -264,14 +264,11 @@ async def statuses(ctx: Ingress, ids: list[str]) -> list[str]:
     pipe = ctx.client.redis.pipeline(transaction=False)
     for rid in ids:
         account, token = split_request_id(rid)
-        pipe.hget(ctx.client.keys.request(account, token), "st")
+        rk = ctx.client.keys.request(account, token)
+        pipe.hmget(rk, *RECORD_FIELDS)
+        pipe.get(rk)
     found = await pipe.execute(raise_on_error=False)
-    # A record that is not a hash is an ended request's envelope (or foreign data, which
-    # `get` refuses as it always did).
-    return [
-        (await ctx.client.get(rid)).state if isinstance(st, Exception) else text(st) or "unknown"
-        for rid, st in zip(ids, found, strict=True)
-    ]
+    return [text(record_fields(*found[i : i + 2])[0]) or "unknown" for i in range(0, len(found), 2)]
 
 
 # -- routes ----------------------------------------------------------------------------------
