@@ -291,19 +291,17 @@ return out
 """
 
 # ARGV: tag, prefix, account, token, retention ms
-# Cancels a pending request. Returns {1, envelope}, or {0, state[, envelope]} when it cannot be
-# canceled.
+# Cancels a pending request. Returns {1, envelope}, or {0, state} when it cannot be canceled.
 CANCEL = r"""
 local tag, prefix, account, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rk = tag .. ':r:' .. token
 local f = redis.pcall('HMGET', rk, 'st', 'pr', 'n', 'eq', unpack(FINISH_FIELDS))
 if f.err then
   if not ended(rk) then return f end
-  local env = redis.call('GET', rk)
-  return {0, cjson.decode(env).status, env}
+  return {0, cjson.decode(redis.call('GET', rk)).status}
 end
 if not f[1] then return {0, 'missing'} end
-if f[1] ~= 'pending' then return {0, f[1], ''} end
+if f[1] ~= 'pending' then return {0, f[1]} end
 -- the pending entry is exactly `<token> <n> <eq>`: remove it without reading the lane
 local removed = redis.call('LREM', tag .. ':q:' .. f[2], 1, token .. ' ' .. f[3] .. ' ' .. f[4])
 if removed > 0 then
