@@ -1,4 +1,4 @@
-"""`batchd emulator`: an offline HTTP emulator of the Message Batches API, with faults on demand.
+"""`batchd emulator`: an offline HTTP emulator of the Anthropic API, with faults on demand.
 
 Flags override a `--profile` file; the profile can change at runtime via `/_emulator/profile`.
 """
@@ -84,6 +84,49 @@ FAULT_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
         "cap on requests processing per workspace; a create past it is 429",
     ),
     ("--rpm", "requests_per_minute", "N", "batch API calls per minute per workspace"),
+    (
+        "--tier",
+        "tier",
+        "1-4",
+        "usage tier: its batch RPM and processing-queue cap, and real-time limits",
+    ),
+    (
+        "--transient-404",
+        "transient_404_rate",
+        "RATE",
+        "fraction of batches whose retrieve and results answer 404 for a while",
+    ),
+    (
+        "--transient-404-seconds",
+        "transient_404_seconds",
+        "SECONDS",
+        "real seconds each transient 404 window lasts (default 2)",
+    ),
+    (
+        "--transient-404-phases",
+        "transient_404_phases",
+        "PHASE,PHASE",
+        "when: create (right after it), midlife, results (default all three)",
+    ),
+    ("--list-lag", "list_lag", "SECONDS", "real seconds a new batch stays out of list"),
+    (
+        "--clock-offset",
+        "clock_offset",
+        "SECONDS",
+        "seconds added to every time the emulator reports; may be negative",
+    ),
+    (
+        "--realtime-latency",
+        "realtime_latency",
+        "SECONDS|MIN:MAX",
+        "real seconds a real-time POST /v1/messages takes (default 0)",
+    ),
+    (
+        "--opaque-results-url",
+        "opaque_results_url",
+        None,
+        "results_url names an opaque download path instead of the documented one",
+    ),
 )
 
 
@@ -91,7 +134,7 @@ def register(subparsers: Any) -> None:
     """Add the `emulator` subcommand to the `batchd` command line."""
     parser = subparsers.add_parser(
         "emulator",
-        help="run an offline emulator of the Message Batches API",
+        help="run an offline emulator of the Message Batches API (and messages, models)",
         description=__doc__,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -166,7 +209,13 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 def _flag_value(key: str, text: str) -> Any:
     """A flag's text as the JSON value the profile expects for `key`."""
-    if key in ("processing_time", "fault_operations", "results_reset_mode"):
+    if key in (
+        "processing_time",
+        "fault_operations",
+        "results_reset_mode",
+        "transient_404_phases",
+        "realtime_latency",
+    ):
         return text
     try:
         number = float(text)

@@ -6,6 +6,7 @@ Every tunable lives here with a line saying what it bounds; faults live in `faul
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 
 from batchd.emulator.faults import FaultProfile
@@ -23,10 +24,11 @@ RETENTION_SECONDS = 29 * 24 * 3600.0
 # Page size of list when `limit` is absent, and the largest `limit` allowed.
 LIST_DEFAULT_LIMIT = 20
 LIST_MAX_LIMIT = 1000
-# `anthropic-version` is a date; the API knows none before this one (newer SDKs send newer ones).
-OLDEST_API_VERSION = "2023-01-01"
-# The header value of the older beta form of the batch endpoints.
-BATCHES_BETA = "message-batches-2024-09-24"
+# Page size of `GET /v1/models` when `limit` is absent.
+MODELS_DEFAULT_LIMIT = 20
+# Where results are downloaded: the documented path, and the opaque one `results_url` may name.
+DOCUMENTED_RESULTS_PATH = "/v1/messages/batches/{batch_id}/results"
+OPAQUE_RESULTS_PATH = "/v1/batch-results/{token}"
 # Results are written in pieces of about this many bytes, never as one body.
 RESULTS_CHUNK_BYTES = 256 * 1024
 # Listen backlog: hundreds of clients may connect in the same instant.
@@ -49,6 +51,11 @@ class EmulatorConfig:
     # Base of `results_url`; by default the scheme and Host header of each request.
     public_url: str | None = None
     access_log: bool = False
+
+    @property
+    def organization_id(self) -> str:
+        """The `anthropic-organization-id` every workspace of this emulator belongs to."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "batchd-emulator:" + ",".join(self.api_keys)))
 
 
 def workspace_id_for(api_key: str) -> str:

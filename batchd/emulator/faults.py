@@ -17,7 +17,13 @@ from typing import Any
 
 from batchd.errors import ConfigError
 
-OPERATIONS = ("create", "retrieve", "list", "cancel", "delete", "results")
+# Operations the call faults can name: the six batch endpoints, then the other routes.
+BATCH_OPERATIONS = ("create", "retrieve", "list", "cancel", "delete", "results")
+OPERATIONS = (*BATCH_OPERATIONS, "messages", "count_tokens", "models")
+# Moments of a batch's life a transient 404 may hit (see `transient_404_*`).
+TRANSIENT_404_PHASES = ("create", "midlife", "results")
+# Usage tiers with published Message Batches limits (see `limits.BATCH_TIERS`).
+TIERS = (1, 2, 3, 4)
 
 # Result codes drawn when a batch is created, before any cancel or expiry is known.
 DRAW_SUCCEEDED = 0
@@ -30,8 +36,9 @@ DRAW_EXPIRED = 3
 class FaultProfile:
     """Timings and fault rates; every rate is a fraction of calls (or requests) in [0, 1].
 
-    Times named `*_time` are on the emulator clock (scaled); `slow_seconds` and `retry_after`
-    are real seconds, since they are what a client waits for.
+    Times named `*_time` are on the emulator clock (scaled); `slow_seconds`, `retry_after`,
+    `transient_404_seconds`, `list_lag` and `realtime_latency` are real seconds, since they
+    are what a client waits for. `clock_offset` shifts every time the emulator reports.
     """
 
     seed: int | None = None
@@ -56,8 +63,25 @@ class FaultProfile:
     result_api_error_rate: float = 0.0
     result_overloaded_rate: float = 0.0
     result_expired_rate: float = 0.0
+    # Explicit limits; each overrides the `tier`'s number (None: the tier's, or none).
     max_processing_requests: int | None = None
     requests_per_minute: int | None = None
+    # A usage tier (1-4): the published batch RPM and processing-queue cap, real-time limits.
+    tier: int | None = None
+    # Fraction of batches whose retrieve (and results) answer 404 for a while, then recover.
+    transient_404_rate: float = 0.0
+    # Real seconds each such 404 window lasts.
+    transient_404_seconds: float = 2.0
+    # When: right after create, once in mid-life, and/or to results right after the end.
+    transient_404_phases: tuple[str, ...] = TRANSIENT_404_PHASES
+    # Real seconds a new batch is absent from list after its create.
+    list_lag: float = 0.0
+    # Seconds added to every time the emulator reports (created_at, ...); may be negative.
+    clock_offset: float = 0.0
+    # Real seconds a real-time `POST /v1/messages` takes, as (min, max).
+    realtime_latency: tuple[float, float] = (0.0, 0.0)
+    # results_url names an opaque download path instead of `/v1/messages/batches/{id}/results`.
+    opaque_results_url: bool = False
 
     @classmethod
     def from_mapping(
@@ -103,6 +127,19 @@ class FaultProfile:
             found.append("results_reset_mode: 'close' or 'rst'")
         if bad := sorted(set(self.fault_operations) - set(OPERATIONS)):
             found.append(f"fault_operations: unknown {', '.join(bad)}")
+        if bad := sorted(set(self.transient_404_phases) - set(TRANSIENT_404_PHASES)):
+            found.append(f"transient_404_phases: unknown {', '.join(bad)}")
+        if self.transient_404_seconds < 0 or self.list_lag < 0:
+            found.append("transient_404_seconds and list_lag must not be negative")
+        low, high = self.realtime_latency
+        if not 0.0 <= low <= high:
+            found.append("realtime_latency: need 0 <= MIN <= MAX")
+        if self.tier is not None and self.tier not in TIERS:
+            found.append(f"tier: one of {', '.join(map(str, TIERS))}")
+        for name in ("requests_per_minute", "max_processing_requests"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                found.append(f"{name}: must be at least 1")
         if self.create_lost_response_status not in (0, 500, 502, 503, 504, 529):
             found.append("create_lost_response_status: 0 (reset) or one of 500, 502-504, 529")
         return found
@@ -111,20 +148,22 @@ class FaultProfile:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["processing_time"] = list(self.processing_time)
         out["fault_operations"] = list(self.fault_operations)
+        out["transient_404_phases"] = list(self.transient_404_phases)
+        out["realtime_latency"] = list(self.realtime_latency)
         return out
 
 
 def _coerce(name: str, raw: Any) -> Any:
     """One profile value from JSON/TOML/flag form to the dataclass field's type."""
-    if name == "processing_time":
+    if name in ("processing_time", "realtime_latency"):
         return parse_processing_time(raw)
-    if name == "fault_operations":
+    if name in ("fault_operations", "transient_404_phases"):
         if isinstance(raw, str):
             raw = [part for part in raw.split(",") if part]
         if not isinstance(raw, list | tuple) or not all(isinstance(x, str) for x in raw):
-            raise TypeError("a list of operation names")
+            raise TypeError("a list of names")
         return tuple(raw)
-    if name in ("results_crlf", "results_split_crlf"):
+    if name in ("results_crlf", "results_split_crlf", "opaque_results_url"):
         if not isinstance(raw, bool):
             raise TypeError("true or false")
         return raw
@@ -132,7 +171,7 @@ def _coerce(name: str, raw: Any) -> Any:
         if not isinstance(raw, str):
             raise TypeError("a string")
         return raw
-    if name in ("seed", "max_processing_requests", "requests_per_minute"):
+    if name in ("seed", "max_processing_requests", "requests_per_minute", "tier"):
         if raw is None:
             return None
         return _integer(raw)
@@ -226,6 +265,11 @@ class FaultInjector:
     def reset_results(self) -> bool:
         rate = self.profile.results_reset_rate
         return bool(rate) and self.applies("results") and self.rng.random() < rate
+
+    def realtime_latency(self) -> float:
+        """Real seconds to hold one real-time call before answering it."""
+        low, high = self.profile.realtime_latency
+        return low if low == high else self.rng.uniform(low, high)
 
     def batch_seed(self, sequence: int) -> str:
         """The seed of one batch's own draws, so they do not depend on HTTP traffic."""

@@ -11,13 +11,8 @@ from typing import Any
 import orjson
 
 from batchd.emulator.faults import DRAW_OVERLOADED
-from batchd.emulator.messages import (
-    error_body,
-    fake_message,
-    message_id,
-    output_tokens,
-    request_id_for,
-)
+from batchd.emulator.generate import fake_message, output_tokens
+from batchd.emulator.messages import error_body, message_id, request_id_for
 from batchd.emulator.state import CANCELED, ERRORED, EXPIRED, SUCCEEDED, Batch
 
 _CANCELED = {"type": "canceled"}
@@ -38,6 +33,7 @@ class _Lines:
         self.draws = batch.draws
         self.long_lines = batch.long_lines
         self.long_line_bytes = batch.long_line_bytes
+        self.cache_uses = batch.cache_uses
         self.beta = beta
         self.template = _succeeded_template(beta)
 
@@ -73,11 +69,25 @@ class _Lines:
             if i in self.long_lines:
                 # Longer than the 64 KiB a naive line scanner holds.
                 text = (text + " ") * (self.long_line_bytes // (len(text) + 1) + 1)
-            return self.succeeded(custom_id, requests.models[i], text, requests.input_tokens[i])
+            special = requests.answers.get(i)
+            cache = self.cache_uses.get(i)
+            if special is None and cache is None:
+                return self.succeeded(custom_id, requests.models[i], text, requests.input_tokens[i])
+            message = fake_message(
+                message_id=message_id(self.batch_id, custom_id),
+                model=requests.models[i],
+                text=text,
+                input_tokens=requests.input_tokens[i],
+                beta=self.beta,
+                result=special if i not in self.long_lines else None,
+                cache=cache,
+            )
+            result = {"type": "succeeded", "message": message}
+            return orjson.dumps({"custom_id": custom_id, "result": result})
         if code == ERRORED:
             invalid = requests.invalid.get(i)
             if invalid is not None:
-                kind, why = "invalid_request_error", invalid
+                kind, why = invalid.error_type, invalid.message
             elif self.draws is not None and self.draws[i] == DRAW_OVERLOADED:
                 kind, why = "overloaded_error", "Overloaded"
             else:

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from batchd.emulator.config import EmulatorConfig, workspace_id_for
+from batchd.emulator.catalog import find_model
+from batchd.emulator.config import (
+    DOCUMENTED_RESULTS_PATH,
+    OPAQUE_RESULTS_PATH,
+    EmulatorConfig,
+    workspace_id_for,
+)
 from batchd.emulator.faults import (
     DRAW_API_ERROR,
     DRAW_EXPIRED,
@@ -24,7 +30,9 @@ from batchd.emulator.faults import (
     FaultInjector,
     FaultProfile,
 )
+from batchd.emulator.limits import Buckets, Limits, exceeded_message
 from batchd.emulator.messages import ParsedBatch
+from batchd.emulator.usage import CacheUse, PromptCache
 
 # Final outcome of one request, fixed when its batch ends.
 SUCCEEDED = 0
@@ -109,10 +117,17 @@ class Batch:
         seed: str,
         expiry: float,
         retention: float,
+        cache: PromptCache | None = None,
     ) -> None:
         self.id = batch_id
         self.sequence = sequence
         self.created = created
+        # Real (monotonic) time of creation: list lag and transient 404s run on real time.
+        self.real_created = time.monotonic()
+        self.cache = cache if cache is not None else PromptCache()
+        self.cache_uses: dict[int, CacheUse] = {}
+        # Opaque token of the download path `results_url` may name instead of the documented one.
+        self.download_token = secrets.token_urlsafe(18)
         self.expires = created + expiry
         self.retention = retention
         self.size = len(parsed)
@@ -123,6 +138,7 @@ class Batch:
         self.counts: dict[str, int] | None = None
         self.order: array[int] | None = None
         self.deleted = False
+        self.kept_ids: list[str] = []
         rng = random.Random(seed)
         low, high = profile.processing_time
         # Per-request processing time; None when all take the same time.
@@ -158,6 +174,13 @@ class Batch:
         if self.draws is not None and DRAW_EXPIRED in self.draws:
             # A request that never gets processed keeps its batch open until expiry.
             self.end_time = self.expires
+        # Transient 404s: drawn on a stream of their own, so other draws stay as they were.
+        flaky = random.Random(seed + ":404").random() < profile.transient_404_rate
+        self.flaky_phases = frozenset(profile.transient_404_phases) if flaky else frozenset()
+        self.flaky_seconds = profile.transient_404_seconds
+        # Real time each later 404 window opened (mid-life, results), once it has.
+        self.midlife_404_at: float | None = None
+        self.results_404_at: float | None = None
 
     def ended(self, now: float) -> bool:
         return now >= self.end_time
@@ -197,11 +220,41 @@ class Batch:
             elif i in invalid or draw in (DRAW_API_ERROR, DRAW_OVERLOADED):
                 final[i] = ERRORED
         self.final = final
+        self._settle_cache(final)
         counts = {name: 0 for name in ("processing", *OUTCOME_NAMES)}
         for code, name in enumerate(OUTCOME_NAMES):
             counts[name] = final.count(code)
         self.counts = counts
         return counts
+
+    def done_at(self, i: int) -> float:
+        """When request `i` finished processing (or would have)."""
+        durations = self.durations
+        return self.created + (durations[i] if durations is not None else self.fixed_duration)
+
+    def _settle_cache(self, final: bytearray) -> None:
+        """Split the input tokens of succeeded requests with cache breakpoints, in done order."""
+        assert self.requests is not None
+        prompts = self.requests.prompts
+        for i in sorted(prompts, key=self.done_at):
+            if final[i] != SUCCEEDED:
+                continue
+            entry = find_model(self.requests.models[i])
+            minimum = entry.min_cache_tokens if entry is not None else 1024
+            self.cache_uses[i] = self.cache.use(prompts[i], minimum, self.done_at(i))
+
+    def queued(self, now: float) -> int:
+        """Requests of this batch still in the processing queue (not yet processed)."""
+        if self.ended(now):
+            return 0
+        if self.durations is None and self.draws is None:
+            return self.size if now < self.created + self.fixed_duration else 0
+        draws = self.draws
+        return sum(
+            1
+            for i in range(self.size)
+            if (draws is not None and draws[i] == DRAW_EXPIRED) or self.done_at(i) > now
+        )
 
     def request_counts(self, now: float) -> dict[str, int]:
         if self.ended(now):
@@ -216,31 +269,78 @@ class Batch:
             self.order = array("L", indices)
         return self.order
 
-    def to_json(self, now: float, base_url: str) -> dict[str, Any]:
+    def results_path(self, opaque: bool) -> str:
+        if opaque:
+            return OPAQUE_RESULTS_PATH.format(token=self.download_token)
+        return DOCUMENTED_RESULTS_PATH.format(batch_id=self.id)
+
+    def to_json(
+        self, now: float, base_url: str, *, offset: float = 0.0, opaque: bool = False
+    ) -> dict[str, Any]:
+        """The MessageBatch object; every time shifted by `offset` (the server's clock skew)."""
         ended = self.ended(now)
         return {
             "id": self.id,
             "type": "message_batch",
             "processing_status": self.status(now),
             "request_counts": self.request_counts(now),
-            "created_at": rfc3339(self.created),
-            "expires_at": rfc3339(self.expires),
-            "ended_at": rfc3339(self.end_time) if ended else None,
-            "archived_at": rfc3339(self.archived_at()) if self.archived(now) else None,
+            "created_at": rfc3339(self.created + offset),
+            "expires_at": rfc3339(self.expires + offset),
+            "ended_at": rfc3339(self.end_time + offset) if ended else None,
+            "archived_at": rfc3339(self.archived_at() + offset) if self.archived(now) else None,
             "cancel_initiated_at": (
-                rfc3339(self.cancel_initiated) if self.cancel_initiated is not None else None
+                rfc3339(self.cancel_initiated + offset)
+                if self.cancel_initiated is not None
+                else None
             ),
-            "results_url": f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None,
+            "results_url": base_url + self.results_path(opaque) if ended else None,
         }
 
+    def transient_404(self, phase: str, now: float, real: float) -> bool:
+        """Whether a call in `phase` (retrieve or results) hits one of this batch's 404 windows.
+
+        `create`: the first seconds after creation. `midlife`: seconds from the first retrieve
+        after half its processing time. `results`: seconds from the first results download.
+        """
+        phases = self.flaky_phases
+        if not phases:
+            return False
+        window = self.flaky_seconds
+        if phase == "retrieve":
+            if "create" in phases and real - self.real_created < window:
+                return True
+            if "midlife" in phases and not self.ended(now):
+                if self.midlife_404_at is None:
+                    if now - self.created < (self.end_time - self.created) / 2:
+                        return False
+                    self.midlife_404_at = real
+                return real - self.midlife_404_at < window
+            return False
+        if phase == "results" and "results" in phases:
+            if self.results_404_at is None:
+                self.results_404_at = real
+            return real - self.results_404_at < window
+        return False
+
     def release(self) -> None:
-        """Drop the per-request data of a deleted batch; the audit keeps only its timeline."""
+        """Drop the per-request data of a deleted batch; the audit keeps its timeline, and
+        which custom_ids succeeded (the strings are the audit's own already)."""
+        if self.requests is not None:
+            self.kept_ids = self.requests.custom_ids
         self.requests = None
         self.durations = None
         self.draws = None
-        self.final = None
         self.order = None
+        self.cache_uses = {}
         self.long_lines = frozenset()
+
+    def succeeded_ids(self) -> list[str]:
+        """custom_ids of the requests that succeeded (finalized batches only)."""
+        ids = self.requests.custom_ids if self.requests is not None else self.kept_ids
+        final = self.final
+        if final is None:
+            return []
+        return [cid for cid, code in zip(ids, final, strict=True) if code == SUCCEEDED]
 
 
 @dataclass
@@ -250,6 +350,8 @@ class Audit:
     batches_created: int = 0
     requests: int = 0
     billed: int = 0
+    realtime_billed: int = 0
+    transient_404s: int = 0
 
 
 class Workspace:
@@ -265,11 +367,36 @@ class Workspace:
         self.double_submitted: dict[str, None] = {}
         self.in_several: set[str] = set()
         self.billed_batches: set[str] = set()
-        self.minute_start = time.monotonic()
-        self.minute_calls = 0
+        self.buckets = Buckets()
+        self.cache = PromptCache()
+        # batchd-custom-id of each billed real-time call -> how many times it was billed.
+        self.realtime_ids: dict[str, int] = {}
+        # Results downloads by the path template they came through.
+        self.downloads: dict[str, int] = {}
+        # Opaque download token -> batch id.
+        self.tokens: dict[str, str] = {}
 
     def processing(self, now: float) -> int:
-        return sum(b.size for b in self.batches.values() if not b.ended(now))
+        """Batch requests in the processing queue: not yet processed, whatever their batch."""
+        return sum(b.queued(now) for b in self.batches.values())
+
+    def bill_realtime(self, custom_id: str | None) -> None:
+        self.audit.realtime_billed += 1
+        if custom_id:
+            self.realtime_ids[custom_id] = self.realtime_ids.get(custom_id, 0) + 1
+
+    def billed_both_routes(self) -> list[str]:
+        """custom_ids billed in real time that also succeeded in an ended batch."""
+        both: list[str] = []
+        for custom_id in self.realtime_ids:
+            held = self.holders.get(custom_id)
+            if held is None:
+                continue
+            for batch in held if isinstance(held, list) else [held]:
+                if batch.id in self.billed_batches and custom_id in batch.succeeded_ids():
+                    both.append(custom_id)
+                    break
+        return both
 
     def record(self, batch: Batch, now: float) -> None:
         """Index the new batch's custom_ids; note those still live in another batch."""
@@ -311,6 +438,11 @@ class Workspace:
             "custom_ids_in_several_batches": len(self.in_several),
             # distinct custom_ids ever sent: `requests` minus this is how many were sent again
             "custom_ids": len(self.holders),
+            "realtime_billed": self.audit.realtime_billed,
+            "billed_both_routes": self.billed_both_routes(),
+            "realtime_double_billed": [k for k, n in self.realtime_ids.items() if n > 1],
+            "transient_404s": self.audit.transient_404s,
+            "results_downloads": dict(self.downloads),
         }
 
 
@@ -321,6 +453,7 @@ class Emulator:
         self.config = config
         self.clock = Clock(config.clock_scale)
         self.injector = FaultInjector(config.profile)
+        self._limits = Limits.of(config.profile)
         self.workspaces = {key: Workspace(key) for key in config.api_keys}
         self.sequence = 0
 
@@ -328,13 +461,18 @@ class Emulator:
     def profile(self) -> FaultProfile:
         return self.injector.profile
 
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
     def set_profile(self, profile: FaultProfile) -> None:
         self.injector = FaultInjector(profile)
+        self._limits = Limits.of(profile)
 
     def reset(self) -> None:
         """Forget every batch and audit record; back to the startup profile and clock scale."""
         self.workspaces = {key: Workspace(key) for key in self.config.api_keys}
-        self.injector = FaultInjector(self.config.profile)
+        self.set_profile(self.config.profile)
         self.clock.set_scale(self.config.clock_scale)
         self.sequence = 0
 
@@ -343,15 +481,18 @@ class Emulator:
 
     def create(self, workspace: Workspace, parsed: ParsedBatch) -> Batch:
         now = self.now()
-        cap = self.profile.max_processing_requests
+        cap = self.limits.processing_cap
         if cap is not None:
             processing = workspace.processing(now)
             if processing + len(parsed) > cap:
                 raise ApiFailure(
                     429,
                     "rate_limit_error",
-                    f"Number of requests processing ({processing}) plus this batch"
-                    f" ({len(parsed)}) would exceed your limit of {cap} requests processing.",
+                    exceeded_message(
+                        self.config.organization_id,
+                        f"{cap:,} batch requests in the processing queue"
+                        f" ({processing:,} queued, {len(parsed):,} in this batch)",
+                    ),
                     retry_after=self.profile.retry_after,
                 )
         self.sequence += 1
@@ -364,15 +505,27 @@ class Emulator:
             seed=self.injector.batch_seed(self.sequence),
             expiry=self.config.expiry_seconds,
             retention=self.config.retention_seconds,
+            cache=workspace.cache,
         )
         workspace.record(batch, now)
         workspace.batches[batch.id] = batch
+        workspace.tokens[batch.download_token] = batch.id
+        return batch
+
+    def retrieve(self, workspace: Workspace, batch_id: str, phase: str = "retrieve") -> Batch:
+        """`get` as retrieve and results see it: a flaky batch may answer 404 for a while."""
+        batch = self.get(workspace, batch_id)
+        if phase == "results" and not batch.ended(self.now()):
+            return batch
+        if batch.transient_404(phase, self.now(), time.monotonic()):
+            workspace.audit.transient_404s += 1
+            raise _not_found(batch_id)
         return batch
 
     def get(self, workspace: Workspace, batch_id: str) -> Batch:
         batch = workspace.batches.get(batch_id)
         if batch is None:
-            raise ApiFailure(404, "not_found_error", f"Message batch {batch_id} not found.")
+            raise _not_found(batch_id)
         workspace.bill(batch, self.now())
         return batch
 
@@ -405,17 +558,28 @@ class Emulator:
     def page(
         self, workspace: Workspace, *, limit: int, before_id: str | None, after_id: str | None
     ) -> tuple[list[Batch], bool]:
-        """One page of the workspace's batches, newest first, and whether more lie beyond."""
+        """One page of the workspace's batches, newest first, and whether more lie beyond.
+
+        A batch younger than `list_lag` (real seconds) is not listed yet; a cursor naming one
+        still pages from where it stands.
+        """
         newest_first = list(reversed(workspace.batches.values()))
+        lag = self.profile.list_lag
+        real = time.monotonic()
+
+        def shown(batches: list[Batch]) -> list[Batch]:
+            return [b for b in batches if real - b.real_created >= lag] if lag else batches
+
         if after_id is not None:
             start = self._position(newest_first, after_id, "after_id") + 1
-            page = newest_first[start : start + limit]
-            return page, start + limit < len(newest_first)
+            older = shown(newest_first[start:])
+            return older[:limit], len(older) > limit
         if before_id is not None:
             end = self._position(newest_first, before_id, "before_id")
-            start = max(0, end - limit)
-            return newest_first[start:end], start > 0
-        return newest_first[:limit], limit < len(newest_first)
+            newer = shown(newest_first[:end])
+            return newer[max(0, len(newer) - limit) :], len(newer) > limit
+        visible = shown(newest_first)
+        return visible[:limit], len(visible) > limit
 
     @staticmethod
     def _position(batches: list[Batch], batch_id: str, name: str) -> int:
@@ -434,7 +598,14 @@ class Emulator:
             "workspaces": workspaces,
             "totals": {
                 key: sum(w[key] for w in workspaces)
-                for key in ("batches_created", "requests", "billed")
+                for key in ("batches_created", "requests", "billed", "realtime_billed")
             }
-            | {"double_submitted": sum(len(w["double_submitted"]) for w in workspaces)},
+            | {
+                key: sum(len(w[key]) for w in workspaces)
+                for key in ("double_submitted", "billed_both_routes", "realtime_double_billed")
+            },
         }
+
+
+def _not_found(batch_id: str) -> ApiFailure:
+    return ApiFailure(404, "not_found_error", f"Message batch {batch_id} not found.")

@@ -67,7 +67,10 @@ def test_body_at_the_limit_is_accepted(small: httpx.Client) -> None:
     body = orjson.dumps({"requests": batch_requests(1)})
     body = body[:-1] + b" " * (4000 - len(body)) + b"}"
     assert len(body) == 4000
-    assert small.post("/v1/messages/batches", content=body).status_code == 200
+    response = small.post(
+        "/v1/messages/batches", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200
 
 
 def test_default_limit_is_256_000_000(emu: EmulatorProcess) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from batchd.emulator.faults import FaultProfile
-from batchd.emulator.messages import fake_message, message_id, parse_create_body
+from batchd.emulator.generate import fake_message
+from batchd.emulator.messages import message_id, parse_create_body
 from batchd.emulator.results import result_chunks
 from batchd.emulator.state import Batch
 from tests.support.emulator import batch_requests
