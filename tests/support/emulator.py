@@ -13,9 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -25,6 +25,7 @@ from referencing.jsonschema import DRAFT202012
 
 from batchd.emulator.config import workspace_id_for
 
+T = TypeVar("T")
 DEFAULT_KEYS = ("sk-ant-emulator-test-a", "sk-ant-emulator-test-b")
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "data" / "anthropic-openapi.json"
 _OPENAPI_URI = "urn:anthropic-openapi"
@@ -79,6 +80,38 @@ def batch_requests(
         }
         for i in range(count)
     ]
+
+
+def wait_until(check: Callable[[], T | None], timeout: float = 10.0, every: float = 0.02) -> T:
+    """Call `check` until it returns something truthy, and return that; fail at the deadline.
+
+    For what the emulator does on real time (lags, windows): the event is the answer changing.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(every)
+
+
+def result_lines(response: httpx.Response) -> list[dict[str, Any]]:
+    """The JSONL lines of a results download, parsed."""
+    response.raise_for_status()
+    return [json.loads(line) for line in response.content.splitlines()]
+
+
+def validate_lines(
+    schemas: OpenAPISchemas, lines: list[dict[str, Any]], beta: bool = False
+) -> None:
+    """Every results line (and its Message, if succeeded) is valid against the spec."""
+    prefix = "Beta" if beta else ""
+    for line in lines:
+        schemas.validate(f"{prefix}MessageBatchIndividualResponse", line)
+        if line["result"]["type"] == "succeeded":
+            schemas.validate(f"{prefix}Message", line["result"]["message"])
 
 
 class EmulatorProcess:
