@@ -174,6 +174,8 @@ class Batch:
         if self.draws is not None and DRAW_EXPIRED in self.draws:
             # A request that never gets processed keeps its batch open until expiry.
             self.end_time = self.expires
+        # When list first shows it (real time): the list lag in force at its creation.
+        self.listed_from = self.real_created + profile.list_lag
         # Transient 404s: drawn on a stream of their own, so other draws stay as they were.
         flaky = random.Random(seed + ":404").random() < profile.transient_404_rate
         self.flaky_phases = frozenset(profile.transient_404_phases) if flaky else frozenset()
@@ -560,15 +562,14 @@ class Emulator:
     ) -> tuple[list[Batch], bool]:
         """One page of the workspace's batches, newest first, and whether more lie beyond.
 
-        A batch younger than `list_lag` (real seconds) is not listed yet; a cursor naming one
-        still pages from where it stands.
+        A batch younger than the `list_lag` at its creation (real seconds) is not listed yet;
+        a cursor naming one still pages from where it stands.
         """
         newest_first = list(reversed(workspace.batches.values()))
-        lag = self.profile.list_lag
         real = time.monotonic()
 
         def shown(batches: list[Batch]) -> list[Batch]:
-            return [b for b in batches if real - b.real_created >= lag] if lag else batches
+            return [b for b in batches if real >= b.listed_from]
 
         if after_id is not None:
             start = self._position(newest_first, after_id, "after_id") + 1
