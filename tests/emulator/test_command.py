@@ -139,3 +139,37 @@ def test_clock_admin(emu: EmulatorProcess) -> None:
     assert after["epoch"] - before["epoch"] == pytest.approx(3600)
     with httpx.Client(base_url=emu.url) as client:
         assert client.post("/_emulator/advance", json={"seconds": -1}).status_code == 400
+
+
+def test_flags_of_the_api_knobs() -> None:
+    """Flags set transient 404s, list lag, clock offset, tier, latency and the results path."""
+    profile = config_from_args(
+        parse(
+            "--transient-404", "0.2", "--transient-404-seconds", "5",
+            "--transient-404-phases", "create,results", "--list-lag", "3",
+            "--clock-offset", "-90", "--tier", "2", "--realtime-latency", "0.1:0.5",
+            "--opaque-results-url",
+        )
+    ).profile  # fmt: skip
+    assert profile.transient_404_rate == 0.2 and profile.transient_404_seconds == 5
+    assert profile.transient_404_phases == ("create", "results")
+    assert (profile.list_lag, profile.clock_offset, profile.tier) == (3, -90, 2)
+    assert profile.realtime_latency == (0.1, 0.5) and profile.opaque_results_url is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("--tier", "5"), ("--transient-404-phases", "later"), ("--realtime-latency", "2:1")],
+)
+def test_bad_api_knobs_are_config_errors(argv: tuple[str, ...]) -> None:
+    """An unknown tier or phase, or a reversed latency range, is a ConfigError."""
+    with pytest.raises(ConfigError):
+        config_from_args(parse(*argv))
+
+
+def test_new_knobs_are_off_by_default() -> None:
+    """By default no 404s, no lag, no offset, no tier, no latency, the documented path."""
+    profile = FaultProfile()
+    assert profile.transient_404_rate == 0 and profile.list_lag == 0
+    assert profile.clock_offset == 0 and profile.tier is None
+    assert profile.realtime_latency == (0.0, 0.0) and not profile.opaque_results_url
