@@ -141,11 +141,18 @@ def _thinking_block(params: dict[str, Any], rng: random.Random) -> tuple[dict[st
 
 def answer(params: dict[str, Any], reply: str) -> Answer | None:
     """The answer to `params` with `reply` as its text; None when that is plain end_turn text."""
+    max_tokens = params.get("max_tokens")
+    limit = max_tokens if isinstance(max_tokens, int) else None
+    if (
+        "thinking" not in params
+        and "tools" not in params
+        and "stop_sequences" not in params
+        and (limit is None or len(reply) // 4 <= limit)
+    ):
+        return None
     thinking = params.get("thinking")
     thinks = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
     stops = params.get("stop_sequences")
-    max_tokens = params.get("max_tokens")
-    limit = max_tokens if isinstance(max_tokens, int) else None
     if (
         not thinks
         and not custom_tools(params.get("tools"))

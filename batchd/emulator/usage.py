@@ -69,45 +69,61 @@ def measure(params: dict[str, Any]) -> PromptSize:
     Each block with `cache_control` (or the last block, for a top-level `cache_control`) ends
     a cacheable prefix; the prefix key digests the model and every block up to it.
     """
-    digest = hashlib.blake2b(str(params.get("model")).encode(), digest_size=16)
+    messages = params.get("messages")
+    system = params.get("system")
+    if (
+        "tools" not in params
+        and "cache_control" not in params
+        and not isinstance(system, list)
+        and isinstance(messages, list)
+        and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)
+    ):
+        # The common case, with nothing to cache: plain strings only.
+        total = sum(MESSAGE_OVERHEAD_TOKENS + text_tokens(m["content"]) for m in messages)
+        if isinstance(system, str):
+            total += text_tokens(system)
+        return PromptSize(max(1, total), None)
+    blocks: list[Any] = []
     total = 0
-    last: tuple[int, bytes, str] | None = None
+    # (tokens up to and including the breakpoint, blocks it covers, ttl)
+    last: tuple[int, int, str] | None = None
 
     def add(tokens: int, block: Any) -> None:
         nonlocal total, last
         total += tokens
-        digest.update(orjson.dumps(block, option=orjson.OPT_SORT_KEYS))
+        blocks.append(block)
         control = block.get("cache_control") if isinstance(block, dict) else None
         if isinstance(control, dict):
-            last = (total, digest.copy().digest(), str(control.get("ttl") or "5m"))
+            last = (total, len(blocks), str(control.get("ttl") or "5m"))
 
     tools = params.get("tools")
     if isinstance(tools, list):
         for tool in tools:
             add(_json_tokens(tool), tool)
-    system = params.get("system")
     if isinstance(system, str):
         add(text_tokens(system), system)
     elif isinstance(system, list):
         for block in system:
             add(_block_tokens(block), block)
-    messages = params.get("messages")
     if isinstance(messages, list):
         for message in messages:
             if not isinstance(message, dict):
                 continue
             total += MESSAGE_OVERHEAD_TOKENS
             content = message.get("content")
-            blocks = content if isinstance(content, list) else [content]
-            for block in blocks:
+            for block in content if isinstance(content, list) else [content]:
                 add(_block_tokens(block), block)
     top = params.get("cache_control")
     if isinstance(top, dict) and total:
-        last = (total, digest.digest(), str(top.get("ttl") or "5m"))
+        last = (total, len(blocks), str(top.get("ttl") or "5m"))
     total = max(1, total)
     if last is None:
         return PromptSize(total, None)
-    return PromptSize(total, Breakpoint(last[0], last[1], last[2]))
+    # Only a request with a breakpoint pays for digesting its prefix.
+    digest = hashlib.blake2b(str(params.get("model")).encode(), digest_size=16)
+    for block in blocks[: last[1]]:
+        digest.update(orjson.dumps(block, option=orjson.OPT_SORT_KEYS))
+    return PromptSize(total, Breakpoint(last[0], digest.digest(), last[2]))
 
 
 @dataclass(frozen=True)
