@@ -206,6 +206,8 @@ def check_rate(
     """Requests per minute for the operation's limit; the headers tell where it stands."""
     kind = _LIMIT_KINDS.get(operation)
     if kind is None:
+        # Not limited here (models): the headers still say so, with the nominal limit.
+        request[EXTRA_HEADERS].update(limit_headers(emulator, "requests", None))
         return
     limits = emulator.limits
     limit = {
