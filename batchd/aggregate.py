@@ -1,61 +1,38 @@
 """The aggregator: decides when a lane is cut and claims its requests into an assembly.
 
-A lane (account x priority) is cut when its pending count reaches `max_requests`, its exact
-encoded body reaches `max_bytes`, its oldest request has waited `max_wait`, or a flush asks.
+A lane (account x priority x kind x betas) is cut when its pending count reaches
+`max_requests`, its exact encoded body reaches `max_bytes`, its oldest request has waited its
+lane's window (`batch.max_wait`, or `ingress.drop_in_max_wait` for drop-in calls), or a flush
+asks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import redis
-
-from batchd.keys import new_token
+from batchd.errors import StoreError
 from batchd.logs import get_logger
 from batchd.runtime import Runtime, crash_point, lease
-from batchd.store import text
+from batchd.store import LaneStats, new_token
+from batchd.store import assemblies as asm_store
+from batchd.store import lanes as lane_store
+from batchd.store import replies as reply_store
+from batchd.store.lanes import Claimed
+from batchd.store.records import LaneId
 from batchd.validate import BODY_ENVELOPE
 
 log = get_logger("batchd.aggregate")
 
 
-@dataclass(frozen=True, slots=True)
-class LaneStats:
-    account: str
-    priority: int
-    count: int
-    bytes: int
-    oldest_ms: int | None
-
-    def body_bytes(self) -> int:
-        """The encoded size of one batch holding the whole lane."""
-        return BODY_ENVELOPE + self.bytes + max(self.count - 1, 0)
+def body_bytes(stats: LaneStats) -> int:
+    """The encoded size of one batch holding the whole lane."""
+    return BODY_ENVELOPE + stats.bytes + max(stats.count - 1, 0)
 
 
-def lane_stats(rt: Runtime, account: str, priority: int) -> LaneStats:
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.hmget(rt.keys.lane_stats(account, priority), "count", "bytes")
-    pipe.lindex(rt.keys.pending(account, priority), 0)
-    (count, nbytes), head = pipe.execute()
-    oldest = None
-    if head:
-        parts = text(head).split(" ")
-        # An entry batchd did not write counts as due at once, so a cut sets it aside.
-        oldest = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 0
-    counts = (text(count or b"0"), text(nbytes or b"0"))
-    if not all(c.lstrip("-").isdigit() for c in counts):
-        # Counters spoiled by a foreign writer: start them again from the list itself.
-        length = int(rt.redis.llen(rt.keys.pending(account, priority)))
-        log.warning("lane counters were not numbers; reset", lane=f"{account}/{priority}",
-                    count=length)  # fmt: skip
-        rt.redis.hset(rt.keys.lane_stats(account, priority), mapping={"count": length, "bytes": 0})
-        counts = (str(length), "0")
-    return LaneStats(account, priority, int(counts[0]), int(counts[1]), oldest)
-
-
-def lanes(rt: Runtime, account: str) -> list[int]:
-    prios = [int(text(p)) for p in rt.redis.smembers(rt.keys.lanes(account)) if text(p).isdigit()]
-    return sorted(prios, reverse=True)
+def window(rt: Runtime, lane: str) -> float:
+    """Seconds the oldest request of this lane may wait before the lane is cut."""
+    parsed = LaneId.parse(lane)
+    if parsed is not None and parsed.interactive:
+        return min(rt.settings.ingress.drop_in_max_wait, rt.settings.batch.max_wait)
+    return rt.settings.batch.max_wait
 
 
 def due_reason(rt: Runtime, stats: LaneStats, now_ms: int, flushed: bool) -> str | None:
@@ -65,45 +42,57 @@ def due_reason(rt: Runtime, stats: LaneStats, now_ms: int, flushed: bool) -> str
         return None
     if stats.count >= b.max_requests:
         return "count"
-    if stats.body_bytes() >= b.max_bytes:
+    if body_bytes(stats) >= b.max_bytes:
         return "bytes"
     if flushed:
         return "flush"
-    if stats.oldest_ms is not None and now_ms - stats.oldest_ms >= b.max_wait * 1000:
+    if stats.oldest_ms is not None and now_ms - stats.oldest_ms >= window(rt, stats.lane) * 1000:
         return "age"
     return None
 
 
-def claim(rt: Runtime, account: str, priority: int, asm: str) -> tuple[int, int]:
+def claim(rt: Runtime, account: str, lane: str, asm: str) -> tuple[int, int]:
     """Claim the lane's head into assembly `asm` (chunk by chunk) and seal it.
 
     Returns (requests, content length); (0, 0) when there was nothing to claim.
     """
     b = rt.settings.batch
-    tag = rt.keys.tag(account)
-    count = 0
+    out = Claimed(0, 0, 0)
     while True:
-        code, count, _ = rt.scripts.claim(
-            args=[tag, priority, asm, b.max_requests, b.max_bytes, b.claim_chunk,
-                  int(rt.settings.run.lease * 1000), rt.keys.prefix, account,
-                  int(rt.settings.retention * 1000)]
-        )  # fmt: skip
-        if int(code) != 0:
+        entries = rt.store.read(lane_store.head(rt.keys, account, lane, b.claim_chunk))
+        out = rt.store.run(
+            lane_store.claim(
+                rt.keys,
+                account,
+                lane,
+                asm,
+                entries,
+                max_count=b.max_requests,
+                max_bytes=b.max_bytes,
+                lease_ms=int(rt.settings.run.lease * 1000),
+                retention_ms=int(rt.settings.retention * 1000),
+            )
+        )
+        if out.replies:
+            reply_store.drain_all(rt.store, account)
+        if out.code == Claimed.MOVED:
+            continue  # the head changed under us (a cancel, a foreign writer): read again
+        if out.code != 0 or not entries:
             break
-    clen = int(rt.scripts.seal(args=[tag, asm]))
-    return (int(count), clen) if clen > 0 else (0, 0)
+    clen = rt.store.run(asm_store.seal(rt.keys, account, asm))
+    return (out.count, clen) if clen > 0 else (0, 0)
 
 
-def cut(rt: Runtime, account: str, priority: int, reason: str) -> str | None:
+def cut(rt: Runtime, account: str, lane: str, reason: str) -> str | None:
     """Cut one batch's worth from the lane; returns the new assembly id, if any."""
     asm = new_token()
-    count, clen = claim(rt, account, priority, asm)
+    count, clen = claim(rt, account, lane, asm)
     if count == 0:
         return None
     crash_point("after_claim")
     log.info(
         "lane cut",
-        lane=f"{account}/{priority}",
+        lane=f"{account}/{lane}",
         assembly=asm,
         requests=count,
         bytes=clen,
@@ -113,38 +102,54 @@ def cut(rt: Runtime, account: str, priority: int, reason: str) -> str | None:
     return asm
 
 
+def _wants_flush(lane: str, flushed: set[str]) -> bool:
+    if "*" in flushed or lane in flushed:
+        return True
+    parsed = LaneId.parse(lane)
+    return parsed is not None and f"p{parsed.priority}" in flushed
+
+
 def tick(rt: Runtime) -> int:
     """One pass over every lane of every account; returns how many assemblies were cut."""
     cuts = 0
     now = rt.now_ms()
     for account in rt.settings.accounts:
-        if rt.redis.exists(rt.keys.paused(account)):
+        if rt.store.read(lane_store.paused_ms(rt.keys, account)) > 0:
             continue
-        pipe = rt.redis.pipeline()
-        pipe.smembers(rt.keys.flush(account))
-        pipe.delete(rt.keys.flush(account))
-        flushed_raw, _ = pipe.execute()
-        flushed = {text(f) for f in flushed_raw}
-        for priority in lanes(rt, account):
-            want_flush = "*" in flushed or str(priority) in flushed
+        flushed = rt.store.read(lane_store.take_flushes(rt.keys, account))
+        lanes = rt.store.read(lane_store.lane_ids(rt.keys, account))
+        ordered = sorted(lanes, key=lambda ln: -(LaneId.parse(ln) or LaneId(0, False, "")).priority)
+        for lane in ordered:
             try:
-                cuts += cut_lane(rt, account, priority, now, want_flush)
-            except redis.ResponseError as exc:
+                cuts += cut_lane(rt, account, lane, now, _wants_flush(lane, flushed))
+            except StoreError as exc:
                 # One lane's keys spoiled by foreign data must not stop the others.
-                log.error("lane cannot be cut", lane=f"{account}/{priority}", error=str(exc))
+                log.error("lane cannot be cut", lane=f"{account}/{lane}", error=str(exc))
     return cuts
 
 
-def cut_lane(rt: Runtime, account: str, priority: int, now: int, want_flush: bool) -> int:
+def lane_stats(rt: Runtime, account: str, lane: str) -> LaneStats:
+    """The lane's stats; counters a foreign writer spoiled start again from the list."""
+    [counted] = rt.store.read(lane_store.stats(rt.keys, account, [lane]))
+    if not counted.spoiled:
+        return counted.stats
+    length = rt.store.read(lane_store.reset_stats(rt.keys, account, lane))
+    log.warning("lane counters were not numbers; reset", lane=f"{account}/{lane}", count=length)
+    rt.store.read(lane_store.set_stats(rt.keys, account, lane, length, 0))
+    s = counted.stats
+    return LaneStats(account, lane, length, 0, s.oldest_ms)
+
+
+def cut_lane(rt: Runtime, account: str, lane: str, now: int, want_flush: bool) -> int:
     """Cut one lane for as long as it is due; how many assemblies were cut."""
     cuts = 0
-    with lease(rt, rt.keys.lane_lock(account, priority)) as held:
+    with lease(rt, lane_store.lock_key(rt.keys, account, lane)) as held:
         if held is None:
             return 0  # another replica is cutting this lane
         while True:
-            stats = lane_stats(rt, account, priority)
+            stats = lane_stats(rt, account, lane)
             reason = due_reason(rt, stats, now, want_flush)
             # A flush cuts everything pending now, in as many batches as it takes.
-            if reason is None or cut(rt, account, priority, reason) is None:
+            if reason is None or cut(rt, account, lane, reason) is None:
                 return cuts
             cuts += 1

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import redis
 
-from batchd.errors import BatchdError, ConfigError
+from batchd.errors import EXIT_FAILURE, EXIT_USAGE, BatchdError, ConfigError
+from batchd.store.runner import translate
 
 # Each module registers its own subcommands with `register(subparsers)`.
 COMMAND_MODULES = (
@@ -22,12 +23,6 @@ COMMAND_MODULES = (
     "batchd.webhooks.command",
     "batchd.ingress.command",
 )
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_TIMEOUT = 4
 
 
 def _add_globals(parser: argparse.ArgumentParser, default: object = None) -> None:
@@ -86,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except redis.RedisError as exc:
         # An unreachable or refusing Redis is the operator's to fix: say so, no traceback.
-        print(f"batchd: error: Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"batchd: error: {translate(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -1,41 +1,64 @@
 """The producer API: `Client` (sync) and `AsyncClient` (asyncio), twins side by side.
 
 A submit is one atomic round trip (a Lua script); `wait` blocks on a per-request list without a
-polling loop; `replies` reads a reply queue, an item leaving it only on acknowledgement.
+polling loop (`wait_many` and `as_completed` block on many such lists in one call); `replies`
+reads a reply queue, an item leaving it only on acknowledgement. Every Redis failure surfaces as a
+`BatchdError` (see `errors.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import time
-from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
-from typing import Any, cast
+from types import TracebackType
+from typing import Any
 
-import orjson
-import redis
-import redis.asyncio as aredis
-
+from batchd import defaults
 from batchd.errors import (
+    AckError,
     CancelError,
+    IdempotencyConflictError,
     InvalidRequestError,
+    RedisFullError,
     RequestNotFoundError,
     SubmitError,
     WaitTimeoutError,
 )
-from batchd.keys import Keys, new_token, split_request_id
-from batchd.results import TERMINAL_STATUSES, RequestState, Result, Ticket
-from batchd.scripts import Scripts
+from batchd.logs import get_logger
+from batchd.results import RequestState, Result, Ticket
 from batchd.settings import Settings
-from batchd.store import BLOCK_SECONDS, WAITER_SECONDS, connect, connect_async, text
-from batchd.validate import Prepared, prepare
+from batchd.store import AsyncStore, Keys, Store, connect, connect_async, split_request_id
+from batchd.store import assemblies as asm_store
+from batchd.store import counters as counter_store
+from batchd.store import lanes as lane_store
+from batchd.store import replies as reply_store
+from batchd.store import requests as req_store
+from batchd.store.records import RequestRecord
+from batchd.store.requests import DeadLetter, NewRequest, SubmitOutcome
+from batchd.store.runner import Read
+from batchd.validate import digest_differences, prepare
 
-_ACCOUNTS_TTL = 60.0
-#: A submit_many chunk is also sent once it holds this many bytes of params, so one script call
-#: never carries a huge argument list (Redis reads a command whole before running it).
-CHUNK_BYTES = 8 * 1024 * 1024
-#: The most replies one `replies` round trip may take (they are acknowledged together too).
-MAX_PREFETCH = 1000
-_WAITER_MS = int(WAITER_SECONDS * 1000)
+log = get_logger("batchd.client")
+
+_WAITER_MS = int(defaults.WAITER_SECONDS * 1000)
+#: Seconds a reply queue's consumer may go without reading before another consumer takes back
+#: what it held unacknowledged (its visibility timeout).
+RECLAIM_AFTER = 300.0
+#: How often (seconds) a producer re-checks that some `batchd run` is alive, to warn if not.
+DAEMON_CHECK = 60.0
+
+#: A request named by its ticket or its id.
+RequestRef = Ticket | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +72,8 @@ class SubmitItem:
     account: str | None = None
     priority: int = 0
     metadata: Any = None
+    tag: str | None = None
+    betas: Sequence[str] | None = None
 
 
 def _item(obj: SubmitItem | Mapping[str, Any]) -> SubmitItem:
@@ -67,134 +92,98 @@ def _item(obj: SubmitItem | Mapping[str, Any]) -> SubmitItem:
     return SubmitItem(**obj)
 
 
-def _submit_args(keys: Keys, p: Prepared) -> list[Any]:
-    """The SUBMIT script's arguments for one request: the account's, then the request's."""
-    return [keys.tag(p.account), keys.prefix, p.account, *_request_args(p)]
+def _rid(request: RequestRef) -> str:
+    return request.id if isinstance(request, Ticket) else request
 
 
-def _request_args(p: Prepared) -> tuple[Any, ...]:
-    return (
-        new_token(),
-        p.priority,
-        p.params,
-        p.size,
-        p.key_digest,
-        p.key_json,
-        p.reply_to,
-        p.callback_url,
-        p.metadata,
-    )
-
-
-def _ticket(reply: Any, key: str | None, at: int = 0) -> Ticket:
-    return Ticket(id=text(reply[at + 1]), key=key, duplicate=int(reply[at]) == 0)
-
-
-_NOT_SENT = SubmitError("not sent")
-
-
-@dataclass(slots=True)
-class _Group:
-    """One account's requests of a submit_many chunk: the SUBMIT arguments and outcome slots."""
-
-    args: list[Any]
-    slots: list[tuple[int, str | None]]
-    size: int = 0
-
-
-class _Chunks:
-    """submit_many's requests grouped by account; each group goes to Redis as one SUBMIT call,
-    so the keys of one call share the account's hash slot."""
-
-    def __init__(self, keys: Keys, chunk: int) -> None:
-        self.keys = keys
-        self.chunk = max(1, chunk)
-        self.outcomes: list[Ticket | SubmitError] = []
-        self.groups: dict[str, _Group] = {}
-
-    def add(self, p: Prepared, key: str | None) -> str | None:
-        """Queue a prepared request; returns its account when that group is due to be sent."""
-        group = self.groups.get(p.account)
-        if group is None:
-            group = self.groups[p.account] = _Group(
-                [self.keys.tag(p.account), self.keys.prefix, p.account], []
-            )
-        group.args.extend(_request_args(p))
-        group.slots.append((len(self.outcomes), key))
-        group.size += len(p.params)
-        self.outcomes.append(_NOT_SENT)
-        if len(group.slots) >= self.chunk or group.size >= CHUNK_BYTES:
-            return p.account
-        return None
-
-    def settle(self, group: _Group, reply: Any) -> None:
-        for i, (slot, key) in enumerate(group.slots):
-            self.outcomes[slot] = _ticket(reply, key, 2 * i)
-
-
-#: The record fields `get` and `wait` read while a request has not ended.
-RECORD_FIELDS = ("st", "at", "res", "a")
-
-
-def record_fields(fields: Any, value: Any) -> list[Any]:
-    """`RECORD_FIELDS` of a request from `HMGET rk *RECORD_FIELDS` and `GET rk`, sent in one
-    pipeline with errors kept in place: one of the two fails. A live request's record is a
-    hash; an ended one's is its envelope (a string). Anything else where a record belongs is
-    foreign data, and the HMGET's error (Redis's WRONGTYPE) is raised."""
-    if not isinstance(fields, Exception):
-        return cast(list[Any], fields)
-    if not isinstance(value, bytes) or not value.startswith(b'{"id":'):
-        raise fields
-    env = orjson.loads(value)
-    return [env["status"], env["attempts"], value, None]
-
-
-def _state(rid: str, fields: list[Any], batch_id: str | None) -> RequestState:
-    st = text(fields[0])
-    res = Result.from_json(fields[2]) if fields[2] else None
-    return RequestState(
-        id=rid,
-        state=st,
-        attempts=int(fields[1] or 0),
-        batch_id=res.batch_id if res is not None else batch_id,
-        result=res,
-    )
-
-
-def _block_limit(connection: Any) -> float:
-    """The longest one blocking call may take on this connection: under its socket timeout
-    (a caller's connection may have a short one), and at most BLOCK_SECONDS."""
-    timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
-    if not timeout:
-        return BLOCK_SECONDS
-    return max(0.01, min(BLOCK_SECONDS, float(timeout) * 0.5))
-
-
-def _timeout(left: float, deadline: float | None, limit: float) -> int:
-    """One blocking call's timeout (redis takes fractions of a second)."""
-    if deadline is None:
-        return cast(int, limit)
-    return cast(int, min(max(left, 0.01), limit))
-
-
-def _check_prefetch(prefetch: int) -> None:
-    if (
-        not isinstance(prefetch, int)
-        or isinstance(prefetch, bool)
-        or not (1 <= prefetch <= MAX_PREFETCH)
-    ):
-        raise ValueError(f"prefetch must be an integer from 1 to {MAX_PREFETCH}, not {prefetch!r}")
-
-
-def _ids(rid: str) -> tuple[str, str]:
+def _ids(request: RequestRef) -> tuple[str, str]:
+    rid = _rid(request)
     try:
         return split_request_id(rid)
     except ValueError as exc:
         raise RequestNotFoundError(str(exc)) from None
 
 
-def _cancel_refusal(rid: str, reply: Any) -> CancelError:
-    state = text(reply[1])
+def _outcome(
+    outcome: SubmitOutcome, r: NewRequest, key: str | None, client: Any
+) -> Ticket | SubmitError:
+    if outcome.conflict:
+        differs = digest_differences(outcome.first_digest, r.body_digest) or ["the body"]
+        return IdempotencyConflictError(
+            f"key: {key!r} was used before for request {outcome.id} with another "
+            f"{' and '.join(differs)}; use a new key for a new request",
+            field="key",
+            request_id=outcome.id,
+            differs=differs,
+        )
+    return Ticket(id=outcome.id, key=key, duplicate=not outcome.stored, _client=client)
+
+
+class _Batches:
+    """submit_many's requests grouped by account, each group sent as SUBMIT calls of at most
+    SUBMIT_CHUNK requests and SUBMIT_CHUNK_BYTES of params."""
+
+    def __init__(self, chunk: int) -> None:
+        self.chunk = max(1, min(chunk, defaults.SUBMIT_CHUNK))
+        self.outcomes: list[Ticket | SubmitError] = []
+        self.groups: dict[str, list[tuple[int, NewRequest, str | None]]] = {}
+        self.sizes: dict[str, int] = {}
+
+    def add(self, r: NewRequest, key: str | None) -> str | None:
+        """Queue a prepared request; returns its account when that group is due to be sent."""
+        group = self.groups.setdefault(r.account, [])
+        group.append((len(self.outcomes), r, key))
+        self.sizes[r.account] = self.sizes.get(r.account, 0) + len(r.params)
+        self.outcomes.append(SubmitError("not sent"))
+        if len(group) >= self.chunk or self.sizes[r.account] >= defaults.SUBMIT_CHUNK_BYTES:
+            return r.account
+        return None
+
+    def take(self, account: str) -> list[tuple[int, NewRequest, str | None]]:
+        self.sizes.pop(account, None)
+        return self.groups.pop(account)
+
+
+def _state(record: RequestRecord, batch_id: str | None) -> RequestState:
+    result = Result.from_json(record.envelope) if record.envelope is not None else None
+    return RequestState(
+        id=record.id,
+        state=str(record.status),
+        attempts=record.attempts,
+        batch_id=result.batch_id if result is not None else batch_id,
+        result=result,
+    )
+
+
+def _block_limit(client: Any) -> float:
+    """The longest one blocking call may take on this connection: under its socket timeout
+    (a caller's connection may have a short one), and at most BLOCK_SECONDS."""
+    pool = getattr(client, "connection_pool", None)
+    timeout = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
+    if not timeout:
+        return defaults.BLOCK_SECONDS
+    return max(0.01, min(defaults.BLOCK_SECONDS, float(timeout) * 0.5))
+
+
+def _timeout(left: float | None, limit: float) -> float:
+    """One blocking call's timeout (Redis takes fractions of a second)."""
+    if left is None:
+        return limit
+    return min(max(left, 0.01), limit)
+
+
+def _check_prefetch(prefetch: int) -> None:
+    if (
+        not isinstance(prefetch, int)
+        or isinstance(prefetch, bool)
+        or not (1 <= prefetch <= defaults.MAX_PREFETCH)
+    ):
+        raise ValueError(
+            f"prefetch must be an integer from 1 to {defaults.MAX_PREFETCH}, not {prefetch!r}"
+        )
+
+
+def _cancel_refusal(rid: str, state: str) -> CancelError:
     if state == "batched":
         return CancelError(
             f"request {rid} is already in a batch sent to the API and cannot be withdrawn; "
@@ -203,13 +192,38 @@ def _cancel_refusal(rid: str, reply: Any) -> CancelError:
     return CancelError(f"request {rid} has already ended ({state})")
 
 
+def default_consumer() -> str:
+    """A consumer name unique to this process: two processes never share in-flight replies."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _not_found(rid: str) -> RequestNotFoundError:
+    return RequestNotFoundError(f"no request {rid} (unknown, or past retention)")
+
+
+def _ack_refusal(result: Result, consumer: str, code: int) -> AckError:
+    if code < 0:
+        return AckError(
+            f"no consumer {consumer!r} ever read reply queue {result.reply_to!r}; acknowledge "
+            "with the name the reply was read under (or pass the Result itself)"
+        )
+    return AckError(
+        f"consumer {consumer!r} holds no unacknowledged reply {result.id} on "
+        f"{result.reply_to!r} (already acknowledged, or read by another consumer)"
+    )
+
+
+def _dead_rids(items: Iterable[RequestRef]) -> list[tuple[str, str]]:
+    return [_ids(i) for i in items]
+
+
 class Client:
     """Submit requests and fetch their results, from any process.
 
     >>> client = Client("redis://localhost:6379/0")
     >>> ticket = client.submit({"model": "claude-sonnet-4-5", "max_tokens": 256,
     ...                         "messages": [{"role": "user", "content": "Hello"}]})
-    >>> result = client.wait(ticket.id, timeout=3600)
+    >>> print(ticket.wait(timeout=3600).text)
     """
 
     def __init__(
@@ -217,19 +231,23 @@ class Client:
         redis_url: str | None = None,
         *,
         settings: Settings | None = None,
-        connection: redis.Redis | None = None,
+        connection: Any = None,
     ) -> None:
         self.settings = settings or Settings.load()
         url = redis_url or self.settings.redis_url
         if connection is None and url is None:
-            raise InvalidRequestError("a Redis URL is needed (redis_url or BATCHD_REDIS_URL)")
+            raise InvalidRequestError(
+                "a Redis URL is needed: Client('redis://host:6379/0'), or set BATCHD_REDIS_URL "
+                "(`make dev` prints one)"
+            )
         self.redis = connection if connection is not None else connect(url or "")
         self._owns = connection is None
         self.keys = Keys(self.settings.prefix)
-        self.scripts = Scripts(self.redis)
+        self.store = Store(self.redis, self.keys)
         self._block = _block_limit(self.redis)
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
+        self._daemon_checked = 0.0
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Client:
@@ -249,15 +267,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- submitting ------------------------------------------------------------------------
+
     def _known_accounts(self) -> frozenset[str]:
         now = time.monotonic()
-        if self._accounts is None or now - self._accounts_at > _ACCOUNTS_TTL:
-            members = self.redis.smembers(self.keys.accounts())
-            self._accounts = frozenset(text(m) for m in members)
+        if self._accounts is None or now - self._accounts_at > defaults.ACCOUNTS_TTL:
+            self._accounts = self.store.read(counter_store.known_accounts(self.keys))
             self._accounts_at = now
         return self._accounts
 
-    def _prepare(self, item: SubmitItem) -> Prepared:
+    def _prepare(self, item: SubmitItem) -> NewRequest:
         return prepare(
             self.settings,
             item.params,
@@ -268,7 +287,34 @@ class Client:
             callback_url=item.callback_url,
             metadata=item.metadata,
             known_accounts=self._known_accounts(),
+            tag=item.tag,
+            betas=item.betas,
         )
+
+    def _send(
+        self, account: str, group: Sequence[tuple[int, NewRequest, str | None]]
+    ) -> list[Ticket | SubmitError]:
+        call = req_store.submit(
+            self.keys,
+            account,
+            [r for _, r, _ in group],
+            int(self.settings.submit.idempotency_ttl * 1000),
+        )
+        outcomes = self.store.run(call)
+        self._check_daemon()
+        return [_outcome(o, r, k, self) for o, (_, r, k) in zip(outcomes, group, strict=True)]
+
+    def _check_daemon(self) -> None:
+        now = time.monotonic()
+        if now - self._daemon_checked < DAEMON_CHECK:
+            return
+        self._daemon_checked = now
+        alive = self.store.read(counter_store.alive(self.keys, self.store.now_ms()))
+        if not alive:
+            log.warning(
+                "no batchd daemon is alive: requests are stored but nothing will batch them "
+                "until `batchd run` starts"
+            )
 
     def submit(
         self,
@@ -280,196 +326,437 @@ class Client:
         account: str | None = None,
         priority: int = 0,
         metadata: Mapping[str, Any] | None = None,
+        tag: str | None = None,
+        betas: Sequence[str] | None = None,
     ) -> Ticket:
         """Queue one Messages request for a batch. Atomic, one round trip.
 
-        The same `key` again returns the first request's ticket (`duplicate=True`) and queues
-        nothing. Raises InvalidRequestError or RequestTooLargeError, storing nothing.
+        The same `key` with the same request again returns the first request's ticket
+        (`duplicate=True`) and queues nothing; with another request it raises
+        IdempotencyConflictError. Raises InvalidRequestError or RequestTooLargeError, storing
+        nothing. `betas` are `anthropic-beta` values its batch is created with; `tag` groups it
+        in the cost ledger.
         """
-        p = self._prepare(
-            SubmitItem(params, reply_to, callback_url, key, account, priority, metadata)
+        item = SubmitItem(
+            params, reply_to, callback_url, key, account, priority, metadata, tag, betas
         )
-        reply = self.scripts.submit(args=_submit_args(self.keys, p))
-        return _ticket(reply, key)
+        r = self._prepare(item)
+        [outcome] = self._send(r.account, [(0, r, key)])
+        if isinstance(outcome, SubmitError):
+            raise outcome
+        return outcome
 
     def submit_many(
-        self, items: Iterable[SubmitItem | Mapping[str, Any]], *, chunk: int = 1000
+        self,
+        items: Iterable[SubmitItem | Mapping[str, Any]],
+        *,
+        chunk: int = defaults.SUBMIT_CHUNK,
     ) -> list[Ticket | SubmitError]:
         """Submit many requests in chunks, each chunk one atomic round trip; one outcome per
-        item, in order.
-
-        A bad item gets its SubmitError in its place; the good ones are stored regardless.
-        """
-        chunks = _Chunks(self.keys, chunk)
+        item, in order. A bad item gets its SubmitError in its place; the others are stored."""
+        batches = _Batches(chunk)
 
         def send(account: str) -> None:
-            group = chunks.groups.pop(account)
-            chunks.settle(group, self.scripts.submit(args=group.args))
+            group = batches.take(account)
+            for (slot, _, _), outcome in zip(group, self._send(account, group), strict=True):
+                batches.outcomes[slot] = outcome
 
         for raw in items:
             try:
                 item = _item(raw)
-                p = self._prepare(item)
+                r = self._prepare(item)
             except SubmitError as exc:
-                chunks.outcomes.append(exc)
+                batches.outcomes.append(exc)
                 continue
-            due = chunks.add(p, item.key)
+            due = batches.add(r, item.key)
             if due is not None:
                 send(due)
-        for account in list(chunks.groups):
+        for account in list(batches.groups):
             send(account)
-        return chunks.outcomes
+        return batches.outcomes
 
-    def get(self, request_id: str) -> RequestState:
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, request: RequestRef) -> RequestState:
         """The request's state now, and its result once terminal."""
-        account, token = _ids(request_id)
-        rk = self.keys.request(account, token)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(rk, *RECORD_FIELDS)
-        pipe.get(rk)
-        fields = record_fields(*pipe.execute(raise_on_error=False))
-        if fields[0] is None:
-            raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
+        account, token = _ids(request)
+        record = self.store.read(req_store.read(self.keys, account, token))
+        if record is None:
+            raise _not_found(_rid(request))
         batch_id = None
-        if fields[3] and not fields[2]:  # an ended request's result names its batch
-            bid = self.redis.hget(self.keys.assembly(account, text(fields[3])), "bid")
-            batch_id = text(bid) or None
-        return _state(request_id, fields, batch_id)
+        if record.assembly and record.envelope is None:
+            a = self.store.read(asm_store.read(self.keys, account, record.assembly))
+            batch_id = a.batch_id if a is not None else None
+        return _state(record, batch_id)
 
-    def wait(self, request_id: str, timeout: float | None = None) -> Result:
+    def find(self, key: str, *, account: str | None = None) -> RequestState:
+        """The request first submitted under this idempotency key (remembered for
+        `submit.idempotency_ttl`)."""
+        acct = account or self.settings.default_account
+        rid = self.store.read(req_store.find_by_key(self.keys, acct, key))
+        if rid is None:
+            raise RequestNotFoundError(f"no request under key {key!r} in account {acct!r}")
+        return self.get(rid)
+
+    def wait(self, request: RequestRef, timeout: float | None = None) -> Result:
         """Block until the request is terminal and return its result (no polling loop).
 
         Works from any process, also when the result arrived long before the call.
         Raises WaitTimeoutError after `timeout` seconds (None waits for ever).
         """
-        account, token = _ids(request_id)
-        rk = self.keys.request(account, token)
-        dk = self.keys.done(account, token)
-        wk = self.keys.waiter(account, token)
+        account, token = _ids(request)
+        rid = _rid(request)
+        dk = req_store.done_list(self.keys, account, token)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            # Mark, then look (one round trip): the request's end, if it comes after the look,
-            # sees the mark and pushes to `dk`.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(wk, 1, px=_WAITER_MS)
-            pipe.hmget(rk, *RECORD_FIELDS)
-            pipe.get(rk)
-            marked, *record = pipe.execute(raise_on_error=False)
-            if isinstance(marked, Exception):
-                raise marked
-            st, _, res, _ = record_fields(*record)
-            if st is None:
-                self.redis.delete(wk)
-                raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
-            if res is not None and text(st) in TERMINAL_STATUSES:
-                return Result.from_json(res)
-            left = 0.0 if deadline is None else deadline - time.monotonic()
-            if deadline is not None and left <= 0:
-                raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
+            record = self.store.read(req_store.mark_and_read(self.keys, account, token, _WAITER_MS))
+            if record is None:
+                self.store.read(req_store.unmark(self.keys, account, token))
+                raise _not_found(rid)
+            if record.envelope is not None:
+                return Result.from_json(record.envelope)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeoutError(f"request {rid} is still {record.status}")
             # BLMOVE onto the same list wakes every waiter and consumes nothing.
-            try:
-                self.redis.blmove(dk, dk, _timeout(left, deadline, self._block))
-            except redis.TimeoutError:
-                continue  # the socket gave up before Redis did: the deadline decides
+            wait_s = _timeout(left, self._block)
+            self.store.block(("BLMOVE", dk, dk, "LEFT", "LEFT", wait_s), wait_s)
 
-    def cancel(self, request_id: str) -> Result:
+    def as_completed(
+        self, requests: Iterable[RequestRef], timeout: float | None = None
+    ) -> Iterator[Result]:
+        """Yield each request's result as it ends, over one connection however many there are.
+
+        Raises WaitTimeoutError after `timeout` seconds with some still unfinished.
+        """
+        pending: dict[str, tuple[str, str]] = {_rid(r): _ids(r) for r in requests}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            for rid, result in self._sweep(pending):
+                del pending[rid]
+                yield result
+            if not pending:
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeoutError(f"{len(pending)} requests still unfinished")
+            self._block_any(pending, _timeout(left, self._block))
+
+    def wait_many(
+        self, requests: Iterable[RequestRef], timeout: float | None = None
+    ) -> list[Result]:
+        """Every request's result, in the order given (see `as_completed`)."""
+        order = [_rid(r) for r in requests]
+        got = {r.id: r for r in self.as_completed(order, timeout)}
+        return [got[rid] for rid in order]
+
+    def _sweep(self, pending: Mapping[str, tuple[str, str]]) -> list[tuple[str, Result]]:
+        """Mark every pending request as waited for, read them, and return those that ended."""
+        done: list[tuple[str, Result]] = []
+        items = list(pending.items())
+        for i in range(0, len(items), 500):
+            part = items[i : i + 500]
+            reads = [req_store.mark_and_read(self.keys, a, t, _WAITER_MS) for _, (a, t) in part]
+            records = self.store.read(_merge(reads))
+            for (rid, _), record in zip(part, records, strict=True):
+                if record is None:
+                    raise _not_found(rid)
+                if record.envelope is not None:
+                    done.append((rid, Result.from_json(record.envelope)))
+        return done
+
+    def _block_any(self, pending: Mapping[str, tuple[str, str]], timeout: float) -> None:
+        """Block until one of the pending requests' done lists gets an element (or timeout).
+
+        Done lists of one account share its hash slot, so one BLMPOP covers them; with several
+        accounts, each gets a share of the time. The element is pushed back, so other waiters of
+        the same request see it too.
+        """
+        by_account: dict[str, list[str]] = {}
+        for account, token in pending.values():
+            by_account.setdefault(account, []).append(self.keys.done(account, token))
+        share = max(0.01, timeout / len(by_account))
+        for done_keys in by_account.values():
+            part = done_keys[:3000]
+            got = self.store.block(("BLMPOP", share, len(part), *part, "LEFT"), share)
+            if got:
+                key, values = got[0], got[1]
+                self.store.read(_push_back(key, values))
+                return
+
+    def cancel(self, request: RequestRef) -> Result:
         """Cancel a pending request: it ends `canceled` at once.
 
         A request already in a batch cannot be withdrawn from the API: CancelError says so.
         """
-        account, token = _ids(request_id)
-        reply = self.scripts.cancel(
-            args=[
-                self.keys.tag(account),
-                self.keys.prefix,
-                account,
-                token,
-                int(self.settings.retention * 1000),
-            ]
+        account, token = _ids(request)
+        rid = _rid(request)
+        out = self.store.run(
+            req_store.cancel(self.keys, account, token, int(self.settings.retention * 1000))
         )
-        if int(reply[0]) == 1:
-            return Result.from_json(reply[1])
-        if text(reply[1]) == "missing":
-            raise RequestNotFoundError(f"no request {request_id}")
-        raise _cancel_refusal(request_id, reply)
+        if out.replies:
+            reply_store.drain_all(self.store, account)
+        if out.envelope is not None:
+            return Result.from_json(out.envelope)
+        if out.state == "missing":
+            raise RequestNotFoundError(f"no request {rid}")
+        raise _cancel_refusal(rid, out.state)
+
+    # -- reply queues ----------------------------------------------------------------------
 
     def replies(
         self,
         reply_to: str,
         *,
         timeout: float | None = None,
-        consumer: str = "default",
+        consumer: str | None = None,
         prefetch: int = 1,
-    ) -> Generator[Result, None, None]:
-        """Iterate the results arriving on reply queue `reply_to`.
+        reclaim_after: float = RECLAIM_AFTER,
+    ) -> Replies:
+        """The results arriving on reply queue `reply_to`, as an iterable (and context manager).
 
-        An item is moved to this consumer's in-flight list when read and removed from it when
-        the next item is asked for (or by `ack`). If the consumer stops or crashes before
-        that, the item is delivered again by the next `replies` call with the same consumer
-        name: nothing is lost. Iteration ends after `timeout` seconds with nothing new.
-
-        `prefetch` > 1 takes up to that many waiting items in one round trip and acknowledges
-        them together when the next group is taken: far fewer round trips (and AOF writes) per
-        item, but a crash delivers up to `prefetch` items again, and the items taken wait in
-        this consumer's in-flight list, out of other consumers' reach, until it reads on.
+        An item moves to this consumer's in-flight list when read and is acknowledged when the
+        next one is asked for, when the loop is left (`break` acknowledges what was yielded), or
+        by `ack`. Inside `with client.replies(...) as stream:`, an exception leaving the block
+        leaves the current item unacknowledged, so it is delivered again. Items a crashed
+        consumer held come back: to the same consumer name when it starts again, and to any
+        consumer once the holder has read nothing for `reclaim_after` seconds. Iteration ends
+        after `timeout` seconds with nothing new. `prefetch` > 1 takes that many at once.
         """
         _check_prefetch(prefetch)
-        q = self.keys.reply_queue(reply_to)
-        inflight = self.keys.reply_inflight(reply_to, consumer)
-        while self.redis.lmove(inflight, q, "LEFT", "RIGHT") is not None:
+        return Replies(self, reply_to, timeout, consumer or default_consumer(), prefetch,
+                       reclaim_after)  # fmt: skip
+
+    def ack(self, result: Result, *, consumer: str | None = None) -> None:
+        """Acknowledge a reply now; by default under the consumer that read it.
+
+        Raises AckError when that consumer holds no such reply.
+        """
+        name = result.reply_to
+        who = consumer or result.consumer or default_consumer()
+        if name is None:
+            raise AckError(f"result {result.id} was not read from a reply queue")
+        code = self.store.run(reply_store.ack(self.keys, name, who, result.raw))
+        if code != 1:
+            raise _ack_refusal(result, who, code)
+
+    def flush(self, account: str | None = None, priority: int | None = None) -> None:
+        """Ask the aggregator to cut the lane(s) now instead of waiting for a trigger."""
+        acct = account or self.settings.default_account
+        what = "*" if priority is None else f"p{priority}"
+        self.store.read(lane_store.request_flush(self.keys, acct, what))
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    def dead(
+        self, *, account: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """Requests that ended `dead` (most recent first), with what can be done with them."""
+        accounts = [account] if account else list(self.settings.accounts)
+        entries: list[tuple[str, int]] = []
+        for acct in accounts:
+            found = self.store.read(
+                req_store.list_dead(self.keys, acct, offset=0, limit=offset + limit)
+            )
+            entries.extend(found)
+        entries.sort(key=lambda e: e[1], reverse=True)
+        entries = entries[offset : offset + limit]
+        return self.store.read(req_store.read_letters(self.keys, entries)) if entries else []
+
+    def requeue_dead(self, requests: Iterable[RequestRef]) -> dict[str, str]:
+        """Send dead requests round again from their first attempt; what happened to each:
+        `requeued`, `not dead`, or `params gone` (past retention)."""
+        out: dict[str, str] = {}
+        for account, token in _dead_rids(requests):
+            rid = f"{account}.{token}"
+            for _ in range(3):
+                lane = self.store.read(req_store.letter_lane(self.keys, account, token))
+                if lane is None:
+                    out[rid] = "not dead"
+                    break
+                code = self.store.run(req_store.requeue_dead(self.keys, account, token, lane))
+                if code != -2:
+                    out[rid] = {1: "requeued", 0: "not dead", -1: "params gone"}[code]
+                    break
+        return out
+
+    def purge_dead(self, requests: Iterable[RequestRef]) -> int:
+        """Forget dead letters (their results stay readable until retention ends)."""
+        n = 0
+        for account, token in _dead_rids(requests):
+            n += self.store.run(req_store.purge_dead(self.keys, account, token))
+        return n
+
+
+def _merge(reads: Sequence[Any]) -> Any:
+    """Several single-request reads as one Read (one round trip) returning their values."""
+    commands: list[tuple[Any, ...]] = []
+    spans: list[tuple[int, int]] = []
+    for r in reads:
+        spans.append((len(commands), len(r.commands)))
+        commands += r.commands
+
+    def parse(out: list[Any]) -> list[Any]:
+        return [r.parse(out[s : s + n]) for r, (s, n) in zip(reads, spans, strict=True)]
+
+    return Read(commands, parse, errors=True)
+
+
+def _push_back(key: Any, values: Sequence[Any]) -> Any:
+    return Read([("RPUSH", key, *values)], lambda out: None)
+
+
+class Replies:
+    """What `Client.replies` returns: iterate it (optionally inside `with`)."""
+
+    def __init__(
+        self,
+        client: Client,
+        name: str,
+        timeout: float | None,
+        consumer: str,
+        prefetch: int,
+        reclaim_after: float,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.timeout = timeout
+        self.consumer = consumer
+        self.prefetch = prefetch
+        self.reclaim_after = reclaim_after
+        self._finished: list[bytes] = []
+        self._current: bytes | None = None
+        self._failed = False
+        self._iter: Iterator[Result] | None = None
+
+    def __enter__(self) -> Replies:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._failed = exc is not None
+        self.close()
+
+    def __iter__(self) -> Iterator[Result]:
+        if self._iter is None:
+            self._iter = self._run()
+        return self._iter
+
+    def close(self) -> None:
+        """Stop reading; acknowledge what was handled (all yielded, unless an exception left the
+        `with` block: then the current item stays unacknowledged)."""
+        if self._iter is not None:
+            self._iter.close()  # type: ignore[attr-defined]
+            self._iter = None
+        self._settle()
+
+    def _settle(self) -> None:
+        done = list(self._finished)
+        if self._current is not None and not self._failed:
+            done.append(self._current)
+        self._finished, self._current = [], None
+        keys, store = self.client.keys, self.client.store
+        for raw in done:
+            store.run(reply_store.ack(keys, self.name, self.consumer, raw))
+
+    def _reclaim(self) -> None:
+        c = self.client
+        now_s = c.store.now_ms() // 1000
+        c.store.read(reply_store.register(c.keys, self.name, self.consumer, now_s))
+        while c.store.run(reply_store.restore(c.keys, self.name, self.consumer)) > 0:
             pass
-        deadline = None if timeout is None else time.monotonic() + timeout
-        finished: list[bytes] = []
+        for other, seen in c.store.read(_consumers(c.keys, self.name)).items():
+            if other != self.consumer and now_s - seen > self.reclaim_after:
+                while c.store.run(reply_store.restore(c.keys, self.name, other)) > 0:
+                    pass
+
+    def _run(self) -> Iterator[Result]:
+        c = self.client
+        self._reclaim()
+        src, dst = reply_store.blocking_take(c.keys, self.name, self.consumer)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
-            group = self.scripts.take(keys=[q, inflight], args=[prefetch, *finished])
-            finished = []
+            finished = self._finished
+            if self._current is not None:
+                finished.append(self._current)
+                self._current = None
+            group = c.store.run(
+                reply_store.take(c.keys, self.name, self.consumer, self.prefetch, finished)
+            )
+            self._finished = []
             if not group:
-                left = 0.0 if deadline is None else deadline - time.monotonic()
-                raw = self.redis.blmove(
-                    q, inflight, _timeout(left, deadline, self._block), "RIGHT", "LEFT"
-                )
+                left = None if deadline is None else deadline - time.monotonic()
+                wait_s = _timeout(left, c._block)
+                try:
+                    raw = c.store.block(("BLMOVE", src, dst, "RIGHT", "LEFT", wait_s), wait_s)
+                except RedisFullError:
+                    # Redis refuses BLMOVE at maxmemory; TAKE still works: look again shortly.
+                    raw = None
+                    time.sleep(min(1.0, wait_s))
                 if raw is None:
                     if deadline is not None and time.monotonic() >= deadline:
                         return
                     continue
                 group = [raw]
             if deadline is not None:
-                deadline = time.monotonic() + (timeout or 0)
-            for raw in group:
-                yield Result.from_json(raw)
-                finished.append(raw)
+                deadline = time.monotonic() + (self.timeout or 0)
+            for i, raw in enumerate(group):
+                self._current = raw
+                self._finished = list(group[:i])
+                yield Result.from_json(raw, reply_to=self.name, consumer=self.consumer)
+            self._finished = list(group[:-1])
 
-    def ack(self, reply_to: str, result: Result, *, consumer: str = "default") -> None:
-        """Acknowledge a reply now (before leaving a `replies` loop, say)."""
-        self.redis.lrem(self.keys.reply_inflight(reply_to, consumer), 1, cast(str, result.raw))
 
-    def flush(self, account: str | None = None, priority: int | None = None) -> None:
-        """Ask the aggregator to cut the lane(s) now instead of waiting for a trigger."""
-        acct = account or self.settings.default_account
-        self.redis.sadd(self.keys.flush(acct), "*" if priority is None else str(priority))
+def _consumers(keys: Keys, name: str) -> Any:
+    def parse(out: list[Any]) -> dict[str, int]:
+        raw = out[0] or {}
+        if isinstance(raw, list):
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        found: dict[str, int] = {}
+        for k, v in raw.items():
+            name_ = k.decode() if isinstance(k, bytes) else str(k)
+            text = v.decode() if isinstance(v, bytes) else str(v)
+            found[name_] = int(text) if text.isdigit() else 0
+        return found
+
+    return Read([("HGETALL", keys.reply_consumers(name))], parse)
+
+
+# -- asyncio ---------------------------------------------------------------------------------
 
 
 class AsyncClient:
-    """The asyncio twin of `Client`: the same methods, awaited."""
+    """The asyncio twin of `Client`: the same methods, awaited.
+
+    Every `wait` of one client shares one blocking connection per account (a hub that blocks
+    on all their done lists at once), so thousands of concurrent waits need a few connections.
+    """
 
     def __init__(
         self,
         redis_url: str | None = None,
         *,
         settings: Settings | None = None,
-        connection: aredis.Redis | None = None,
+        connection: Any = None,
     ) -> None:
         self.settings = settings or Settings.load()
         url = redis_url or self.settings.redis_url
         if connection is None and url is None:
-            raise InvalidRequestError("a Redis URL is needed (redis_url or BATCHD_REDIS_URL)")
+            raise InvalidRequestError(
+                "a Redis URL is needed: AsyncClient('redis://host:6379/0'), or set BATCHD_REDIS_URL"
+            )
         self.redis = connection if connection is not None else connect_async(url or "")
         self._owns = connection is None
         self.keys = Keys(self.settings.prefix)
-        self.scripts = Scripts(self.redis)
+        self.store = AsyncStore(self.redis, self.keys)
         self._block = _block_limit(self.redis)
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
+        self._hubs: dict[str, _WaitHub] = {}
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> AsyncClient:
@@ -480,6 +767,9 @@ class AsyncClient:
         return cls(settings=settings)
 
     async def aclose(self) -> None:
+        for hub in self._hubs.values():
+            await hub.stop()
+        self._hubs.clear()
         if self._owns:
             await self.redis.aclose()
 
@@ -491,13 +781,13 @@ class AsyncClient:
 
     async def _known_accounts(self) -> frozenset[str]:
         now = time.monotonic()
-        if self._accounts is None or now - self._accounts_at > _ACCOUNTS_TTL:
-            members = await self.redis.smembers(self.keys.accounts())
-            self._accounts = frozenset(text(m) for m in members)
+        if self._accounts is None or now - self._accounts_at > defaults.ACCOUNTS_TTL:
+            self._accounts = await self.store.read(counter_store.known_accounts(self.keys))
             self._accounts_at = now
         return self._accounts
 
-    async def _prepare(self, item: SubmitItem) -> Prepared:
+    async def prepare(self, item: SubmitItem, *, interactive: bool = False) -> NewRequest:
+        """Validate one item as `submit` would (the ingress uses this before submitting)."""
         return prepare(
             self.settings,
             item.params,
@@ -508,7 +798,26 @@ class AsyncClient:
             callback_url=item.callback_url,
             metadata=item.metadata,
             known_accounts=await self._known_accounts(),
+            tag=item.tag,
+            betas=item.betas,
+            interactive=interactive,
         )
+
+    async def submit_prepared(
+        self, requests: Sequence[tuple[NewRequest, str | None]]
+    ) -> list[Ticket | SubmitError]:
+        """Store prepared requests of one account (at most SUBMIT_CHUNK) in one round trip."""
+        if not requests:
+            return []
+        account = requests[0][0].account
+        call = req_store.submit(
+            self.keys,
+            account,
+            [r for r, _ in requests],
+            int(self.settings.submit.idempotency_ttl * 1000),
+        )
+        outcomes = await self.store.run(call)
+        return [_outcome(o, r, k, None) for o, (r, k) in zip(outcomes, requests, strict=True)]
 
     async def submit(
         self,
@@ -520,143 +829,334 @@ class AsyncClient:
         account: str | None = None,
         priority: int = 0,
         metadata: Mapping[str, Any] | None = None,
-    ) -> Ticket:
+        tag: str | None = None,
+        betas: Sequence[str] | None = None,
+    ) -> AsyncTicket:
         """See `Client.submit`."""
-        p = await self._prepare(
-            SubmitItem(params, reply_to, callback_url, key, account, priority, metadata)
+        item = SubmitItem(
+            params, reply_to, callback_url, key, account, priority, metadata, tag, betas
         )
-        reply = await self.scripts.submit(args=_submit_args(self.keys, p))
-        return _ticket(reply, key)
+        r = await self.prepare(item)
+        [outcome] = await self.submit_prepared([(r, key)])
+        if isinstance(outcome, SubmitError):
+            raise outcome
+        return AsyncTicket(outcome.id, outcome.key, outcome.duplicate, self)
 
     async def submit_many(
-        self, items: Iterable[SubmitItem | Mapping[str, Any]], *, chunk: int = 1000
+        self,
+        items: Iterable[SubmitItem | Mapping[str, Any]],
+        *,
+        chunk: int = defaults.SUBMIT_CHUNK,
     ) -> list[Ticket | SubmitError]:
         """See `Client.submit_many`."""
-        chunks = _Chunks(self.keys, chunk)
+        batches = _Batches(chunk)
 
         async def send(account: str) -> None:
-            group = chunks.groups.pop(account)
-            chunks.settle(group, await self.scripts.submit(args=group.args))
+            group = batches.take(account)
+            got = await self.submit_prepared([(r, k) for _, r, k in group])
+            for (slot, _, _), outcome in zip(group, got, strict=True):
+                if isinstance(outcome, Ticket):
+                    outcome = AsyncTicket(outcome.id, outcome.key, outcome.duplicate, self)
+                batches.outcomes[slot] = outcome
 
         for raw in items:
             try:
                 item = _item(raw)
-                p = await self._prepare(item)
+                r = await self.prepare(item)
             except SubmitError as exc:
-                chunks.outcomes.append(exc)
+                batches.outcomes.append(exc)
                 continue
-            due = chunks.add(p, item.key)
+            due = batches.add(r, item.key)
             if due is not None:
                 await send(due)
-        for account in list(chunks.groups):
+        for account in list(batches.groups):
             await send(account)
-        return chunks.outcomes
+        return batches.outcomes
 
-    async def get(self, request_id: str) -> RequestState:
+    async def get(self, request: RequestRef) -> RequestState:
         """See `Client.get`."""
-        account, token = _ids(request_id)
-        rk = self.keys.request(account, token)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(rk, *RECORD_FIELDS)
-        pipe.get(rk)
-        fields = record_fields(*await pipe.execute(raise_on_error=False))
-        if fields[0] is None:
-            raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
+        account, token = _ids(request)
+        record = await self.store.read(req_store.read(self.keys, account, token))
+        if record is None:
+            raise _not_found(_rid(request))
         batch_id = None
-        if fields[3] and not fields[2]:  # an ended request's result names its batch
-            bid = await self.redis.hget(self.keys.assembly(account, text(fields[3])), "bid")
-            batch_id = text(bid) or None
-        return _state(request_id, fields, batch_id)
+        if record.assembly and record.envelope is None:
+            a = await self.store.read(asm_store.read(self.keys, account, record.assembly))
+            batch_id = a.batch_id if a is not None else None
+        return _state(record, batch_id)
 
-    async def wait(self, request_id: str, timeout: float | None = None) -> Result:
-        """See `Client.wait`."""
-        account, token = _ids(request_id)
-        rk = self.keys.request(account, token)
-        dk = self.keys.done(account, token)
-        wk = self.keys.waiter(account, token)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(wk, 1, px=_WAITER_MS)
-            pipe.hmget(rk, *RECORD_FIELDS)
-            pipe.get(rk)
-            marked, *record = await pipe.execute(raise_on_error=False)
-            if isinstance(marked, Exception):
-                raise marked
-            st, _, res, _ = record_fields(*record)
-            if st is None:
-                await self.redis.delete(wk)
-                raise RequestNotFoundError(f"no request {request_id} (unknown, or past retention)")
-            if res is not None and text(st) in TERMINAL_STATUSES:
-                return Result.from_json(res)
-            left = 0.0 if deadline is None else deadline - time.monotonic()
-            if deadline is not None and left <= 0:
-                raise WaitTimeoutError(f"request {request_id} is still {text(st)}")
-            try:
-                await self.redis.blmove(dk, dk, _timeout(left, deadline, self._block))
-            except redis.TimeoutError:
-                continue  # the socket gave up before Redis did: the deadline decides
+    async def states(self, requests: Sequence[RequestRef]) -> list[str]:
+        """The state now of each request (one round trip); `unknown` for one with no record."""
+        records = await self.store.read(req_store.read_many(self.keys, [_rid(r) for r in requests]))
+        return [str(r.status) if r is not None else "unknown" for r in records]
 
-    async def cancel(self, request_id: str) -> Result:
-        """See `Client.cancel`."""
-        account, token = _ids(request_id)
-        reply = await self.scripts.cancel(
-            args=[
-                self.keys.tag(account),
-                self.keys.prefix,
-                account,
-                token,
-                int(self.settings.retention * 1000),
-            ]
+    async def find(self, key: str, *, account: str | None = None) -> RequestState:
+        """See `Client.find`."""
+        acct = account or self.settings.default_account
+        rid = await self.store.read(req_store.find_by_key(self.keys, acct, key))
+        if rid is None:
+            raise RequestNotFoundError(f"no request under key {key!r} in account {acct!r}")
+        return await self.get(rid)
+
+    async def wait(self, request: RequestRef, timeout: float | None = None) -> Result:
+        """See `Client.wait`. Concurrent waits share the client's hub connection."""
+        account, token = _ids(request)
+        rid = _rid(request)
+        record = await self.store.read(
+            req_store.mark_and_read(self.keys, account, token, _WAITER_MS)
         )
-        if int(reply[0]) == 1:
-            return Result.from_json(reply[1])
-        if text(reply[1]) == "missing":
-            raise RequestNotFoundError(f"no request {request_id}")
-        raise _cancel_refusal(request_id, reply)
+        if record is None:
+            await self.store.read(req_store.unmark(self.keys, account, token))
+            raise _not_found(rid)
+        if record.envelope is not None:
+            return Result.from_json(record.envelope)
+        hub = self._hubs.get(account)
+        if hub is None:
+            hub = self._hubs[account] = _WaitHub(self, account)
+        future = hub.add(rid, token)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise WaitTimeoutError(f"request {rid} is still {record.status}") from None
+        finally:
+            hub.discard(rid, future)
+
+    async def as_completed(
+        self, requests: Iterable[RequestRef], timeout: float | None = None
+    ) -> AsyncIterator[Result]:
+        """See `Client.as_completed`."""
+        tasks = [asyncio.ensure_future(self.wait(r, None)) for r in requests]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            pending = set(tasks)
+            while pending:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    raise WaitTimeoutError(f"{len(pending)} requests still unfinished")
+                for t in done:
+                    yield t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def wait_many(
+        self, requests: Iterable[RequestRef], timeout: float | None = None
+    ) -> list[Result]:
+        """See `Client.wait_many`."""
+        order = [_rid(r) for r in requests]
+        got = {r.id: r async for r in self.as_completed(order, timeout)}
+        return [got[rid] for rid in order]
+
+    async def cancel(self, request: RequestRef) -> Result:
+        """See `Client.cancel`."""
+        account, token = _ids(request)
+        rid = _rid(request)
+        out = await self.store.run(
+            req_store.cancel(self.keys, account, token, int(self.settings.retention * 1000))
+        )
+        if out.envelope is not None:
+            return Result.from_json(out.envelope)
+        if out.state == "missing":
+            raise RequestNotFoundError(f"no request {rid}")
+        raise _cancel_refusal(rid, out.state)
 
     async def replies(
         self,
         reply_to: str,
         *,
         timeout: float | None = None,
-        consumer: str = "default",
+        consumer: str | None = None,
         prefetch: int = 1,
-    ) -> AsyncGenerator[Result, None]:
-        """See `Client.replies`."""
+        reclaim_after: float = RECLAIM_AFTER,
+    ) -> AsyncIterator[Result]:
+        """See `Client.replies` (leaving the loop acknowledges what it yielded)."""
         _check_prefetch(prefetch)
-        q = self.keys.reply_queue(reply_to)
-        inflight = self.keys.reply_inflight(reply_to, consumer)
-        while await self.redis.lmove(inflight, q, "LEFT", "RIGHT") is not None:
+        who = consumer or default_consumer()
+        keys, store = self.keys, self.store
+        now_s = await store.time_ms() // 1000
+        await store.read(reply_store.register(keys, reply_to, who, now_s))
+        while await store.run(reply_store.restore(keys, reply_to, who)) > 0:
             pass
+        for other, seen in (await store.read(_consumers(keys, reply_to))).items():
+            if other != who and now_s - seen > reclaim_after:
+                while await store.run(reply_store.restore(keys, reply_to, other)) > 0:
+                    pass
+        src, dst = reply_store.blocking_take(keys, reply_to, who)
         deadline = None if timeout is None else time.monotonic() + timeout
         finished: list[bytes] = []
-        while True:
-            group = await self.scripts.take(keys=[q, inflight], args=[prefetch, *finished])
-            finished = []
-            if not group:
-                left = 0.0 if deadline is None else deadline - time.monotonic()
-                raw = await self.redis.blmove(
-                    q, inflight, _timeout(left, deadline, self._block), "RIGHT", "LEFT"
-                )
-                if raw is None:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return
-                    continue
-                group = [raw]
-            if deadline is not None:
-                deadline = time.monotonic() + (timeout or 0)
-            for raw in group:
-                yield Result.from_json(raw)
-                finished.append(raw)
+        current: bytes | None = None
+        try:
+            while True:
+                if current is not None:
+                    finished.append(current)
+                    current = None
+                group = await store.run(reply_store.take(keys, reply_to, who, prefetch, finished))
+                finished = []
+                if not group:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    wait_s = _timeout(left, self._block)
+                    try:
+                        raw = await store.block(
+                            ("BLMOVE", src, dst, "RIGHT", "LEFT", wait_s), wait_s
+                        )
+                    except RedisFullError:
+                        raw = None
+                        await asyncio.sleep(min(1.0, wait_s))
+                    if raw is None:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            return
+                        continue
+                    group = [raw]
+                if deadline is not None:
+                    deadline = time.monotonic() + (timeout or 0)
+                for i, raw in enumerate(group):
+                    current = raw
+                    finished = list(group[:i])
+                    yield Result.from_json(raw, reply_to=reply_to, consumer=who)
+                finished = list(group[:-1])
+        finally:
+            done = finished + ([current] if current is not None else [])
+            for raw in done:
+                await store.run(reply_store.ack(keys, reply_to, who, raw))
 
-    async def ack(self, reply_to: str, result: Result, *, consumer: str = "default") -> None:
+    async def ack(self, result: Result, *, consumer: str | None = None) -> None:
         """See `Client.ack`."""
-        await self.redis.lrem(
-            self.keys.reply_inflight(reply_to, consumer), 1, cast(str, result.raw)
-        )
+        name = result.reply_to
+        who = consumer or result.consumer or default_consumer()
+        if name is None:
+            raise AckError(f"result {result.id} was not read from a reply queue")
+        code = await self.store.run(reply_store.ack(self.keys, name, who, result.raw))
+        if code != 1:
+            raise _ack_refusal(result, who, code)
 
     async def flush(self, account: str | None = None, priority: int | None = None) -> None:
         """See `Client.flush`."""
         acct = account or self.settings.default_account
-        await self.redis.sadd(self.keys.flush(acct), "*" if priority is None else str(priority))
+        what = "*" if priority is None else f"p{priority}"
+        await self.store.read(lane_store.request_flush(self.keys, acct, what))
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncTicket(Ticket):
+    """A ticket from `AsyncClient.submit`: its handle methods are awaited."""
+
+    async def wait(self, timeout: float | None = None) -> Result:
+        client: AsyncClient = self._bound()
+        return await client.wait(self.id, timeout=timeout)
+
+    async def get(self) -> RequestState:
+        client: AsyncClient = self._bound()
+        return await client.get(self.id)
+
+    async def cancel(self) -> Result:
+        client: AsyncClient = self._bound()
+        return await client.cancel(self.id)
+
+
+class _WaitHub:
+    """One account's concurrent `wait`s, served by one task on one blocking connection.
+
+    New waits are marked and read at once; then the task blocks on every waited request's done
+    list in one BLMPOP, reads the one that fired, and renews the marks before they lapse.
+    """
+
+    def __init__(self, client: AsyncClient, account: str) -> None:
+        self.client = client
+        self.account = account
+        self.waiting: dict[str, tuple[str, list[asyncio.Future[Result]]]] = {}
+        self.fresh: set[str] = set()
+        self.by_key: dict[bytes, str] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, rid: str, token: str) -> asyncio.Future[Result]:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        entry = self.waiting.setdefault(rid, (token, []))
+        entry[1].append(future)
+        self.fresh.add(rid)
+        self.by_key[self.client.keys.done(self.account, token).encode()] = rid
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+        return future
+
+    def discard(self, rid: str, future: asyncio.Future[Result]) -> None:
+        entry = self.waiting.get(rid)
+        if entry is None:
+            return
+        if future in entry[1]:
+            entry[1].remove(future)
+        if not entry[1]:
+            self._forget(rid)
+
+    def _forget(self, rid: str) -> None:
+        entry = self.waiting.pop(rid, None)
+        self.fresh.discard(rid)
+        if entry is not None:
+            self.by_key.pop(self.client.keys.done(self.account, entry[0]).encode(), None)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _check(self, rids: Sequence[str]) -> None:
+        """Mark and read these requests; settle the waits of those that ended."""
+        keys, store = self.client.keys, self.client.store
+        for i in range(0, len(rids), 500):
+            part = [r for r in rids[i : i + 500] if r in self.waiting]
+            reads = [
+                req_store.mark_and_read(keys, self.account, self.waiting[r][0], _WAITER_MS)
+                for r in part
+            ]
+            try:
+                records = await store.read(_merge(reads))
+            except Exception as exc:
+                for rid in part:
+                    self._settle(rid, exc)
+                continue
+            for rid, record in zip(part, records, strict=True):
+                if record is None:
+                    self._settle(rid, _not_found(rid))
+                elif record.envelope is not None:
+                    self._settle(rid, Result.from_json(record.envelope))
+
+    def _settle(self, rid: str, outcome: Result | BaseException) -> None:
+        entry = self.waiting.get(rid)
+        if entry is None:
+            return
+        for f in entry[1]:
+            if f.done():
+                continue
+            if isinstance(outcome, BaseException):
+                f.set_exception(outcome)
+            else:
+                f.set_result(outcome)
+        self._forget(rid)
+
+    async def _run(self) -> None:
+        store = self.client.store
+        renewed = time.monotonic()
+        while self.waiting:
+            if self.fresh:
+                fresh = list(self.fresh)
+                self.fresh.clear()
+                await self._check(fresh)
+            if time.monotonic() - renewed > defaults.WAITER_SECONDS / 3:
+                await self._check(list(self.waiting))
+                renewed = time.monotonic()
+            if not self.waiting or self.fresh:
+                continue
+            done_keys = list(self.by_key)[:3000]
+            wait_s = min(1.0, self.client._block)
+            got = await store.block(("BLMPOP", wait_s, len(done_keys), *done_keys, "LEFT"), wait_s)
+            if got:
+                key, values = got[0], got[1]
+                await store.read(_push_back(key, values))
+                rid = self.by_key.get(key if isinstance(key, bytes) else str(key).encode())
+                if rid is not None:
+                    await self._check([rid])

@@ -15,11 +15,15 @@ from typing import Any
 
 import orjson
 
-from batchd.errors import BatchdError, ConfigError, RequestNotFoundError, SubmitError
+from batchd.errors import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    BatchdError,
+    ConfigError,
+    RequestNotFoundError,
+    SubmitError,
+)
 from batchd.logs import configure
-
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
 
 
 def load_settings(args: argparse.Namespace, **extra: Any) -> Any:
@@ -148,7 +152,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from batchd.client import Client
-    from batchd.keys import new_token
+    from batchd.store import new_token
 
     settings = _need_redis(load_settings(args))
     try:
@@ -196,12 +200,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 if deadline is not None and time.monotonic() > deadline:
                     print(f"batchd: timed out, {len(ids) - got} results missing", file=sys.stderr)
                     return 4
-                for result in client.replies(reply_to or "", timeout=2, prefetch=100):
+                for result in client.replies(
+                    reply_to or "", timeout=2, prefetch=100, consumer="cli"
+                ):
                     given = (result.metadata or {}).get("custom_id")
                     line = {"custom_id": given, "id": result.id, "status": result.status,
                             "result": result.result}  # fmt: skip
                     out.write(json.dumps(line) + "\n")
-                    client.ack(reply_to or "", result)
                     got += 1
                     progress.advance(task2)
                     if got >= len(ids):
@@ -219,26 +224,23 @@ def gather_status(settings: Any) -> dict[str, Any]:
     """Everything `batchd status` shows, as plain data (what `--json` prints)."""
     from rq import Queue, Worker
 
-    from batchd.keys import Keys
     from batchd.observe import snapshot, throughput
-    from batchd.runtime import STAGES
-    from batchd.store import connect
+    from batchd.runtime import STAGES, Runtime
 
-    client = connect(settings.redis_url)
-    keys = Keys(settings.prefix)
+    rt = Runtime(settings)
     try:
-        snap = snapshot.read(client, keys, settings.accounts)
-        minutes = throughput.recent(client, keys, snap.now_ms, snap.counters)
-        queues = {s: Queue(f"{settings.prefix}-{s}", connection=client) for s in STAGES}
+        snap = snapshot.read(rt.store, settings.accounts)
+        minutes = throughput.recent(rt.store, list(settings.accounts), snap.now_ms, snap.counters)
+        queues = {s: Queue(f"{settings.prefix}-{s}", connection=rt.rq_redis) for s in STAGES}
         stage_queued = {s: q.count for s, q in queues.items()}
         # rq drops a worker from its registry once the worker's key expires.
         stage_workers = len(Worker.all(queue=queues["fanout"]))
     finally:
-        client.close()
+        rt.close()
     out: dict[str, Any] = {
         "lanes": [
-            {"account": ln.account, "priority": ln.priority, "pending": ln.pending,
-             "bytes": ln.bytes, "oldest_age_s": ln.oldest_age_s}
+            {"account": ln.account, "lane": ln.lane, "priority": ln.priority,
+             "pending": ln.pending, "bytes": ln.bytes, "oldest_age_s": ln.oldest_age_s}
             for ln in snap.lanes
         ],
         "assemblies": [
@@ -260,6 +262,7 @@ def gather_status(settings: Any) -> dict[str, Any]:
             {"minute": _minute_iso(m.minute), "partial": m.partial, **m.counts} for m in minutes
         ],
         "webhooks": {"queued": snap.webhooks_queued, "dead": snap.webhooks_dead},
+        "replies": {"waiting": snap.replies_waiting, "parked": snap.replies_parked},
     }  # fmt: skip
     if snap.paused:
         out["paused"] = snap.paused
@@ -405,40 +408,46 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_batches(args: argparse.Namespace) -> int:
     from batchd.runtime import Runtime
-    from batchd.store import text
+    from batchd.store import assemblies as asm_store
 
     settings = _need_redis(load_settings(args))
     rt = Runtime(settings)
+    accounts = list(settings.accounts)
     try:
         if args.action == "list":
-            rows = []
-            for bid, where in rt.redis.hscan_iter(rt.keys.batch_index()):
-                account, asm = text(where).split(" ", 1)
-                a = rt.assembly(account, asm)
-                row: dict[str, Any] = {"batch_id": text(bid), "account": account, "assembly": asm}
-                rows.append(row | {"state": a.get("st", "expired"), "requests": a.get("cnt")})
-            for row in rows:
-                print(json.dumps(row))
+            for account in accounts:
+                asms = rt.store.read(asm_store.recent_batches(rt.keys, account))
+                records = rt.store.read(asm_store.read_many(rt.keys, [(account, a) for a in asms]))
+                for a in records:
+                    row = {"batch_id": a.batch_id, "account": account, "assembly": a.id,
+                           "state": a.state.value if a.state else "unknown",
+                           "requests": a.count}  # fmt: skip
+                    print(json.dumps(row))
             return 0
-        where = rt.redis.hget(rt.keys.batch_index(), args.batch_id)
+        where = rt.store.read(asm_store.find_batch(rt.keys, accounts, args.batch_id))
         if where is None:
             print(f"batchd: no batch {args.batch_id} known to batchd", file=sys.stderr)
             return EXIT_NOT_FOUND
-        account, asm = text(where).split(" ", 1)
+        account, asm = where
+        found = rt.store.read(asm_store.read(rt.keys, account, asm))
         if args.action == "show":
-            info: dict[str, Any] = {
-                "account": account,
-                "assembly": asm,
-                **rt.assembly(account, asm),
-            }
+            info: dict[str, Any] = {"account": account, "assembly": asm}
+            if found is not None:
+                info |= {"state": found.state.value if found.state else "unknown",
+                         "requests": found.count, "request_counts": found.counts,
+                         "polls": found.polls}  # fmt: skip
             try:
                 info["api"] = rt.api(account).retrieve(args.batch_id).model_dump(mode="json")
             except BatchdError as exc:
                 info["api_error"] = str(exc)
             print(json.dumps(info, indent=2))
             return 0
-        rt.redis.hset(rt.keys.assembly(account, asm), "opcancel", "1")
-        batch = rt.api(account).cancel(args.batch_id)
+        rt.store.read(asm_store.operator_cancel(rt.keys, account, asm, True))
+        try:
+            batch = rt.api(account).cancel(args.batch_id)
+        except BatchdError:
+            rt.store.read(asm_store.operator_cancel(rt.keys, account, asm, False))
+            raise
         print(json.dumps(batch.model_dump(mode="json"), indent=2))
         return 0
     finally:

@@ -19,21 +19,21 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-import redis
-
 from batchd import aggregate, sweeper
+from batchd.defaults import WORKER_RESTART_DELAY, WORKER_RESTART_MAX, WORKER_STABLE
 from batchd.embedded import EmbeddedRedis
+from batchd.errors import BatchdError
 from batchd.logs import configure, get_logger
 from batchd.observe import lifecycle, metrics, throughput
 from batchd.observe.health import Liveness
+from batchd.observe.worker import StageWorker
 from batchd.runtime import Runtime, install
 from batchd.settings import Settings
-from batchd.store import publish_accounts, warn_durability
+from batchd.store import counters as counter_store
+from batchd.store import durability_warnings
+from batchd.store.migrate import migrate
 
 log = get_logger("batchd.daemon")
-
-#: Seconds between restarts of a worker process that keeps dying.
-WORKER_RESTART_DELAY = 2.0
 
 
 def _die_with_parent() -> None:
@@ -55,12 +55,11 @@ def resolve_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None]:
 
 
 def worker_main(settings: Settings) -> int:
-    """One rq worker process for the stage jobs (scheduler included)."""
-    from batchd.observe.worker import StageWorker
-
+    """One rq worker process for the stage jobs. rq's scheduler is not used: delayed stages
+    are due times in batchd's own data, queued by the sweeper."""
     rt = install(Runtime(settings))
-    worker = StageWorker(rt.queue_names(), connection=rt.redis)
-    worker.work(with_scheduler=True, logging_level=settings.log.level.upper())
+    worker = StageWorker(rt.queue_names(), connection=rt.rq_redis)
+    worker.work(with_scheduler=False, logging_level=settings.log.level.upper())
     return 0
 
 
@@ -76,6 +75,8 @@ class Daemon:
         self.stop = threading.Event()
         self._signals = 0
         self._workers: list[subprocess.Popen[bytes] | None] = []
+        # per worker slot: (when its process started, failures in a row, when to restart it)
+        self._restarts: dict[int, tuple[float, int, float]] = {}
         self._threads: list[threading.Thread] = []
         self.embedded: EmbeddedRedis | None = None
         self.liveness = Liveness()
@@ -98,8 +99,8 @@ class Daemon:
                 self.liveness.beat(name)
                 try:
                     step(rt)
-                except redis.RedisError as exc:
-                    bound.warning("redis unavailable; retrying", error=str(exc))
+                except BatchdError as exc:
+                    bound.warning("step failed; retrying", error=str(exc))
                     self.stop.wait(1.0)
                 except Exception:
                     bound.exception("loop step failed; continuing")
@@ -118,6 +119,8 @@ class Daemon:
     def _spawn_worker(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env["BATCHD_REDIS_URL"] = self.settings.redis_url or ""
+        if self.settings.redis.rq_url:
+            env["BATCHD_REDIS__RQ_URL"] = self.settings.redis.rq_url
         cmd = [sys.executable, "-m", "batchd", *self.child_args, "worker"]
         return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
@@ -130,11 +133,28 @@ class Daemon:
                     pass
 
     def _supervise(self) -> None:
+        """Restart workers that exited, backing off while they keep dying (Redis full or away:
+        a crash loop would only add load), and starting afresh once one has lived a while."""
+        now = time.monotonic()
         for i, proc in enumerate(self._workers):
-            if proc is not None and proc.poll() is not None and not self.stop.is_set():
-                log.warning("worker exited; restarting", pid=proc.pid, code=proc.returncode)
-                time.sleep(WORKER_RESTART_DELAY)
+            if proc is None or proc.poll() is None or self.stop.is_set():
+                continue
+            started, failures, due = self._restarts.get(i, (now, 0, 0.0))
+            if due == 0.0:
+                failures = 0 if now - started > WORKER_STABLE else failures + 1
+                delay = min(WORKER_RESTART_MAX, WORKER_RESTART_DELAY * 2 ** max(0, failures - 1))
+                log.warning(
+                    "worker exited; restarting",
+                    pid=proc.pid,
+                    code=proc.returncode,
+                    restart_in=delay,
+                    failures_in_a_row=failures,
+                )
+                self._restarts[i] = (started, failures, now + delay)
+                continue
+            if now >= due:
                 self._workers[i] = self._spawn_worker()
+                self._restarts[i] = (now, failures, 0.0)
 
     def run(self) -> int:
         observation = lifecycle.prepare(self.settings)
@@ -142,14 +162,16 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_signal)
         self.settings, self.embedded = resolve_redis(self.settings)
         rt = install(Runtime(self.settings))
-        warn_durability(rt.redis)
-        publish_accounts(rt.redis, rt.keys, self.settings)
+        for problem in durability_warnings(rt.redis):
+            log.warning("redis may lose data", problem=problem)
+        migrate(rt.store, list(self.settings.accounts), int(self.settings.retention * 1000))
+        rt.store.read(counter_store.publish_accounts(rt.keys, list(self.settings.accounts)))
         sweeper.wake_held(rt)
         tick = self.settings.run.tick
         if "aggregator" in self.roles:
             self._start_thread("aggregator", lambda: self._loop("aggregator", tick, aggregate.tick))
         if "sweeper" in self.roles:
-            self._start_thread("sweeper", lambda: self._loop("sweeper", tick * 4, sweeper.sweep))
+            self._start_thread("sweeper", lambda: self._loop("sweeper", tick, sweeper.sweep))
         if "webhooks" in self.roles and self.settings.webhooks.enabled:
             self._start_webhooks()
         if "ingress" in self.roles and self.settings.ingress.enabled:
@@ -201,9 +223,9 @@ class Daemon:
     def _heartbeat(self, rt: Runtime) -> None:
         try:
             now = rt.now_ms()
-            rt.redis.zadd(rt.keys.processes(), {rt.identity: now})
-            throughput.record(rt.redis, rt.keys, now)
-        except redis.RedisError:
+            rt.store.read(counter_store.heartbeat(rt.keys, rt.identity, now))
+            throughput.record(rt.store, list(self.settings.accounts), now)
+        except BatchdError:
             pass
 
     def _shutdown(self, rt: Runtime) -> int:
@@ -222,8 +244,8 @@ class Daemon:
                 proc.kill()
                 proc.wait()
         try:
-            rt.redis.zrem(rt.keys.processes(), rt.identity)
-        except redis.RedisError:
+            rt.store.read(counter_store.leave(rt.keys, rt.identity))
+        except BatchdError:
             pass
         rt.close()
         if self.embedded is not None:

@@ -23,9 +23,9 @@ from rich.table import Table
 
 from batchd.client import Client
 from batchd.embedded import EmbeddedRedis
-from batchd.keys import new_token
 from batchd.logs import configure
-from batchd.store import text
+from batchd.store import counters as counter_store
+from batchd.store import new_token
 
 #: The emulator's behaviour in the demo: a few errors and expiries, which batchd retries, so the
 #: summary shows them. Times are on the emulator's clock, which runs CLOCK_SCALE times faster:
@@ -160,7 +160,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 if time.monotonic() - last_seen > 120:
                     raise RuntimeError(f"no result for 120 s; see {log_path}")
         elapsed = time.monotonic() - started
-        counters = {text(k): int(v) for k, v in client.redis.hgetall(f"{prefix}:counters").items()}
+        counters = counter_store.total(
+            client.store.read(counter_store.read(client.keys, list(settings.accounts)))
+        )
     except (RuntimeError, KeyboardInterrupt) as exc:
         console.print(f"[red]batchd demo failed:[/red] {exc}")
         return 1

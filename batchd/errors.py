@@ -4,11 +4,19 @@ BatchdError
 ├── ConfigError                  invalid configuration (the CLI exits 2)
 ├── SubmitError                  a request refused at submit time; nothing was stored
 │   ├── InvalidRequestError      params, metadata, reply_to, callback_url or key are wrong
-│   └── RequestTooLargeError     the encoded request cannot fit in any batch
+│   ├── RequestTooLargeError     the encoded request cannot fit in any batch
+│   └── IdempotencyConflictError the idempotency key was used before for another request
 ├── RequestNotFoundError         no request with that id (or it expired after its retention)
 ├── CancelError                  the request can no longer be withdrawn
 ├── WaitTimeoutError             `wait` ended before the request reached a terminal state
-├── StoreError                   batchd's own Redis data is missing or corrupted
+├── AckError                     `ack` named a consumer that holds no such reply
+├── StoreError                   batchd's own Redis data is missing, foreign or corrupted
+│   ├── CorruptRequest           one request's record does not match its lane entry
+│   ├── DurabilityError          a write that decides a payment did not reach its replicas
+│   ├── RedisUnavailableError    Redis cannot be reached (down, wrong URL, refused auth)
+│   └── RedisFullError           Redis refuses writes: out of memory, or its disk is full
+├── LostLease                    this process no longer holds the lease it worked under
+├── IngressError                 an HTTP error answer of the ingress (status, type, message)
 ├── WebhookVerificationError     a received webhook's signature, timestamp or body is wrong
 ├── BlockedAddressError          a callback URL led to an address webhooks may not reach
 ├── BodyLengthError              a streamed batch body did not match its declared length
@@ -31,11 +39,20 @@ BatchdError
         └── OverloadedError            529 overloaded_error
 
 Foreign errors (httpx, redis) are translated at the boundary with ``raise ... from exc``.
+The CLI's exit codes live here too, beside the errors that lead to them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+#: Exit codes of every `batchd` command.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a runtime failure (Redis down, an API error, a partial submit)
+EXIT_USAGE = 2  # bad usage, input or configuration: the message says what to change
+EXIT_NOT_FOUND = 3  # the request, batch or delivery named does not exist
+EXIT_TIMEOUT = 4  # gave up waiting (`--timeout`); what was done is kept
 
 
 class BatchdError(Exception):
@@ -66,6 +83,23 @@ class RequestTooLargeError(SubmitError):
     """The encoded request is larger than one batch may be."""
 
 
+class IdempotencyConflictError(SubmitError):
+    """The idempotency key was used before for another request: `request_id` names it and
+    `differs` the fields that differ. Nothing was stored."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = "key",
+        request_id: str = "",
+        differs: list[str] | None = None,
+    ) -> None:
+        super().__init__(message, field=field)
+        self.request_id = request_id
+        self.differs = differs or []
+
+
 class RequestNotFoundError(BatchdError):
     """No request with that id exists (never did, or its retention ran out)."""
 
@@ -78,8 +112,92 @@ class WaitTimeoutError(BatchdError):
     """``wait`` gave up before the request reached a terminal state."""
 
 
+#: The API's error type for each status batchd answers with (and its inverse below).
+STATUS_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+#: The HTTP status the Messages API answers for each error type (reference: "HTTP errors").
+TYPE_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class AckError(BatchdError):
+    """`ack` named a consumer that holds no such reply (not the reader's own name?)."""
+
+
 class StoreError(BatchdError):
     """batchd's own data in Redis is missing, foreign or corrupted."""
+
+
+class CorruptRequest(StoreError):
+    """A request's record in Redis is missing or does not match its pending entry."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(f"request record {token} is missing or corrupted")
+        self.token = token
+
+
+class DurabilityError(StoreError):
+    """A write that decides a payment did not reach the configured replicas in time: the step
+    is held or retried, never acted on."""
+
+
+class RedisUnavailableError(StoreError):
+    """Redis cannot be reached: it is down, the URL is wrong, or it refused the credentials."""
+
+
+class RedisFullError(StoreError):
+    """Redis refuses writes: it is at `maxmemory` (noeviction) or cannot write its AOF (disk
+    full). Reading and acknowledging replies still works and frees memory."""
+
+
+class LostLease(BatchdError):
+    """This process no longer holds the lock it was working under; it must stop at once."""
+
+
+class IngressError(BatchdError):
+    """An HTTP error answer of the ingress: status, message, the field at fault, extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+        self.error_type = error_type or STATUS_TYPES.get(status, "api_error")
 
 
 class BodyLengthError(BatchdError):

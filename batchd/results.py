@@ -13,6 +13,11 @@ from typing import Any, Literal
 
 import orjson
 
+try:  # the typed Message, when the official SDK is installed
+    from anthropic.types import Message as _SDKMessage
+except ImportError:  # pragma: no cover - the SDK is optional
+    _SDKMessage = None  # type: ignore[assignment,misc]
+
 TerminalStatus = Literal["succeeded", "errored", "canceled", "expired", "rejected", "dead"]
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"succeeded", "errored", "canceled", "expired", "rejected", "dead"}
@@ -23,11 +28,39 @@ LIVE_STATES: frozenset[str] = frozenset({"pending", "batched"})
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """The receipt of a submit: the request's id, and whether its idempotency key was seen."""
+    """The receipt of a submit: the request's id, and whether its idempotency key was seen.
+
+    A ticket from `Client.submit` is a handle: `ticket.wait()`, `ticket.get()`,
+    `ticket.cancel()` (awaited, from `AsyncClient.submit`). Every client call takes a ticket
+    or a request id alike.
+    """
 
     id: str
     key: str | None = None
     duplicate: bool = False
+    _client: Any = field(default=None, repr=False, compare=False)
+
+    def _bound(self) -> Any:
+        if self._client is None:
+            raise RuntimeError(
+                "this ticket is not bound to a client; call client.wait(ticket.id) instead"
+            )
+        return self._client
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """The request's result, once it has ended (see `Client.wait`)."""
+        return self._bound().wait(self.id, timeout=timeout)
+
+    def get(self) -> Any:
+        """The request's state now (see `Client.get`)."""
+        return self._bound().get(self.id)
+
+    def cancel(self) -> Any:
+        """Cancel the request while it is pending (see `Client.cancel`)."""
+        return self._bound().cancel(self.id)
+
+    def __str__(self) -> str:
+        return self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +78,14 @@ class Result:
     submitted_at: datetime | None = None
     ended_at: datetime | None = None
     raw: bytes = field(default=b"", repr=False, compare=False)
+    reply_to: str | None = field(default=None, repr=False, compare=False)
+    """The reply queue this result was read from, and the consumer that read it (for `ack`)."""
+    consumer: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> Result:
+    def from_json(
+        cls, data: bytes | str, *, reply_to: str | None = None, consumer: str | None = None
+    ) -> Result:
         raw = data.encode() if isinstance(data, str) else bytes(data)
         obj = orjson.loads(raw)
         return cls(
@@ -62,13 +100,43 @@ class Result:
             submitted_at=_parse_time(obj.get("submitted_at")),
             ended_at=_parse_time(obj.get("ended_at")),
             raw=raw,
+            reply_to=reply_to,
+            consumer=consumer,
         )
 
     @property
-    def message(self) -> dict[str, Any] | None:
-        """The Anthropic Message, when the request succeeded."""
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def message_dict(self) -> dict[str, Any] | None:
+        """The Anthropic Message as the API sent it (a dict), when the request succeeded."""
         msg = self.result.get("message")
         return msg if isinstance(msg, dict) else None
+
+    @property
+    def message(self) -> Any:
+        """The Message, when the request succeeded: the SDK's typed `anthropic.types.Message`
+        when the `anthropic` package is installed, else the dict the API sent."""
+        msg = self.message_dict
+        if msg is None or _SDKMessage is None:
+            return msg
+        return _SDKMessage.model_validate(msg)
+
+    @property
+    def text(self) -> str:
+        """The text of the Message's text blocks, joined; "" when it has none or failed."""
+        msg = self.message_dict
+        if msg is None:
+            return ""
+        blocks = msg.get("content")
+        if not isinstance(blocks, list):
+            return ""
+        return "".join(
+            b["text"]
+            for b in blocks
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        )
 
     @property
     def error(self) -> dict[str, Any] | None:
@@ -93,6 +161,11 @@ class RequestState:
     attempts: int
     batch_id: str | None = None
     result: Result | None = None
+
+    @property
+    def status(self) -> str:
+        """The state, named as a Result names it."""
+        return self.state
 
     @property
     def terminal(self) -> bool:

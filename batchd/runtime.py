@@ -1,4 +1,4 @@
-"""What one batchd process holds: settings, its Redis client and scripts, API clients, rq queues.
+"""What one batchd process holds: settings, its store, API clients, rq queues, leases.
 
 Stage jobs find it with `current()`; `batchd run` and its workers build it once at start.
 Also here: leases (a key with a TTL, renewed from a thread) and the crash points tests use.
@@ -14,34 +14,43 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import redis
 from rq import Queue
+from rq.job import Job, JobStatus
 
 from batchd.api import BatchesClient
-from batchd.keys import Keys, new_token
+from batchd.defaults import JOB_TIMEOUTS
+from batchd.errors import BatchdError, StoreError
 from batchd.observe import metrics
-from batchd.scripts import Scripts
 from batchd.settings import Settings
-from batchd.store import connect, text
+from batchd.store import Durability, Keys, Store, connect, locks, new_token
+from batchd.store import assemblies as asm_store
 
+#: The stage queues, most urgent first: a worker takes fan-out work before new submissions.
 STAGES = ("fanout", "submit", "poll")
-#: Seconds a stage job may run before rq stops it; long ones renew their lease meanwhile.
-JOB_TIMEOUTS = {"submit": 6 * 3600, "poll": 300, "fanout": 6 * 3600}
 
 
 class Runtime:
     """The per-process context of the daemon's loops and stage jobs."""
 
-    def __init__(self, settings: Settings, connection: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings, connection: Any = None) -> None:
         if settings.redis_url is None and connection is None:
             raise ValueError("the runtime needs a Redis URL")
         self.settings = settings
         self.redis = connection if connection is not None else connect(settings.redis_url or "")
         self.keys = Keys(settings.prefix)
-        self.scripts = Scripts(self.redis)
+        r = settings.redis
+        self.store = Store(
+            self.redis,
+            self.keys,
+            durability=Durability(r.wait_replicas, int(r.wait_timeout * 1000)),
+        )
+        rq_url = settings.redis.rq_url
+        self.rq_redis: redis.Redis = (
+            connect(rq_url) if rq_url else self.redis if not self.store.cluster else None  # type: ignore[assignment]
+        )
         self.identity = f"{os.uname().nodename}:{os.getpid()}:{new_token()[-6:]}"
         self._api: dict[str, BatchesClient] = {}
         self._queues: dict[str, Queue] = {}
@@ -60,7 +69,7 @@ class Runtime:
     def queue(self, stage: str) -> Queue:
         q = self._queues.get(stage)
         if q is None:
-            q = Queue(f"{self.settings.prefix}-{stage}", connection=self.redis)
+            q = Queue(f"{self.settings.prefix}-{stage}", connection=self.rq_redis)
             self._queues[stage] = q
         return q
 
@@ -68,34 +77,53 @@ class Runtime:
         return [f"{self.settings.prefix}-{s}" for s in STAGES]
 
     def now_ms(self) -> int:
-        sec, usec = self.redis.time()
-        return int(sec) * 1000 + int(usec) // 1000
+        """Redis's clock: the one every replica schedules and compares by."""
+        return self.store.now_ms()
 
     def enqueue(self, stage: str, account: str, asm: str, delay: float = 0.0) -> None:
-        """Queue a stage job for an assembly, and note when the sweeper should check on it."""
-        q = self.queue(stage)
-        kwargs: dict[str, Any] = {
-            "job_timeout": JOB_TIMEOUTS[stage],
-            "result_ttl": 0,
-            "failure_ttl": 86400,
-            "description": f"{stage} {account}/{asm}",
-        }
-        if delay > 0:
-            q.enqueue_in(timedelta(seconds=delay), "batchd.stages.run_stage", stage, account, asm,
-                         **kwargs)  # fmt: skip
-        else:
-            q.enqueue("batchd.stages.run_stage", stage, account, asm, **kwargs)
-        due = self.now_ms() + int((delay + self.settings.run.stale_after) * 1000)
-        self.redis.zadd(self.keys.assemblies(account), {asm: due})
+        """Run the assembly's next stage now, or after `delay` seconds.
 
-    def assembly(self, account: str, asm: str) -> dict[str, str]:
-        raw = self.redis.hgetall(self.keys.assembly(account, asm))
-        return {text(k): text(v) for k, v in raw.items()}
+        A delayed stage is only a due time in the account's live-assembly index: the sweeper
+        queues its job when it is due. A stage due now gets an rq job at once, whose id the
+        assembly keeps, so the sweeper queues no second one while it waits or runs.
+        """
+        now = self.now_ms()
+        if delay > 0:
+            self.store.read(asm_store.set_due(self.keys, account, asm, now + int(delay * 1000)))
+            return
+        job_id = f"{stage}-{account}-{asm}-{new_token()[-8:]}"
+        self.store.read(
+            asm_store.queued(
+                self.keys, account, asm, job_id, now + int(self.settings.run.stale_after * 1000)
+            )
+        )
+        self.queue(stage).enqueue(
+            "batchd.stages.run_stage",
+            stage,
+            account,
+            asm,
+            job_id=job_id,
+            job_timeout=JOB_TIMEOUTS[stage],
+            result_ttl=0,
+            failure_ttl=86400,
+            description=f"{stage} {account}/{asm}",
+        )
+
+    def job_status(self, job_id: str) -> str | None:
+        """The status rq has for a stage job (None when rq no longer has it)."""
+        try:
+            job = Job.fetch(job_id, connection=self.rq_redis)
+        except Exception:  # no such job (or not decodable): rq no longer runs it
+            return None
+        status = job.get_status(refresh=False)
+        return status.value if isinstance(status, JobStatus) else str(status)
 
     def close(self) -> None:
         for client in self._api.values():
             client.close()
         self.redis.close()
+        if self.rq_redis is not None and self.rq_redis is not self.redis:
+            self.rq_redis.close()
 
 
 _current: Runtime | None = None
@@ -117,12 +145,17 @@ def current() -> Runtime:
 
 @dataclass
 class Lease:
-    """A Redis key held with a TTL and renewed from a thread until released."""
+    """A Redis key held with a TTL and renewed from a thread until released.
+
+    `due` names an assembly whose due time moves with each renewal, so the sweeper sees the
+    stage as running while the lease lives, and overdue within one lease after a crash.
+    """
 
     rt: Runtime
     key: str
     token: str
     ttl_ms: int
+    due: tuple[str, str] | None = None
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -131,41 +164,53 @@ class Lease:
         def renew() -> None:
             while not self._stop.wait(self.ttl_ms / 3000):
                 try:
-                    ok = self.rt.scripts.renew(keys=[self.key], args=[self.token, self.ttl_ms])
-                except redis.RedisError:
+                    ok = self.rt.store.run(locks.renew(self.key, self.token, self.ttl_ms))
+                    if ok and self.due is not None:
+                        self._push_due()
+                except BatchdError:
                     continue  # Redis away for a moment; the TTL still covers us
                 if not ok:
                     self.lost.set()
                     return
 
+        if self.due is not None:
+            self._push_due()
         self._thread = threading.Thread(target=renew, name=f"lease {self.key}", daemon=True)
         self._thread.start()
+
+    def _push_due(self) -> None:
+        assert self.due is not None
+        account, asm = self.due
+        due = self.rt.now_ms() + self.ttl_ms
+        self.rt.store.read(asm_store.set_due(self.rt.keys, account, asm, due, only_if_live=True))
 
     def held(self) -> bool:
         """True while the key still holds our token (checked in Redis, not from memory)."""
         if self.lost.is_set():
             return False
-        return text(self.rt.redis.get(self.key)) == self.token
+        return self.rt.store.read(locks.holder(self.key)) == self.token
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
         try:
-            self.rt.scripts.release(keys=[self.key], args=[self.token])
-        except redis.RedisError:
+            self.rt.store.run(locks.release(self.key, self.token))
+        except (BatchdError, StoreError):
             pass  # it expires by itself
 
 
 @contextmanager
-def lease(rt: Runtime, key: str, token: str | None = None) -> Iterator[Lease | None]:
+def lease(
+    rt: Runtime, key: str, token: str | None = None, due: tuple[str, str] | None = None
+) -> Iterator[Lease | None]:
     """Hold `key` for the duration of the block, or yield None when someone else holds it."""
     token = token or rt.identity + ":" + new_token()
     ttl = int(rt.settings.run.lease * 1000)
-    if not rt.redis.set(key, token, nx=True, px=ttl):
+    if not rt.store.read(locks.acquire(key, token, ttl)):
         yield None
         return
-    held = Lease(rt, key, token, ttl)
+    held = Lease(rt, key, token, ttl, due)
     held.start()
     try:
         yield held

@@ -31,7 +31,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from batchd.defaults import CLAIM_CHUNK
 from batchd.errors import ConfigError
+from batchd.store.connection import parse_url
 
 #: Hard limits of the Message Batches API; settings may only go lower.
 API_MAX_REQUESTS = 100_000
@@ -86,6 +88,33 @@ class AccountSettings(_Section):
         return self
 
 
+#: Beta names the Messages API knows (the `anthropic-beta` header); `api.known_betas` extends it.
+KNOWN_BETAS = (
+    "message-batches-2024-09-24",
+    "prompt-caching-2024-07-31",
+    "pdfs-2024-09-25",
+    "token-counting-2024-11-01",
+    "token-efficient-tools-2025-02-19",
+    "output-128k-2025-02-19",
+    "interleaved-thinking-2025-05-14",
+    "extended-cache-ttl-2025-04-11",
+    "files-api-2025-04-14",
+    "context-1m-2025-08-07",
+    "context-management-2025-06-27",
+    "model-context-window-exceeded-2025-08-26",
+    "fine-grained-tool-streaming-2025-05-14",
+    "search-results-2025-06-09",
+    "code-execution-2025-05-22",
+    "code-execution-2025-08-25",
+    "web-fetch-2025-09-10",
+    "mcp-client-2025-04-04",
+    "computer-use-2025-01-24",
+    "skills-2025-10-02",
+    "structured-outputs-2025-11-13",
+    "effort-2025-11-24",
+)
+
+
 class ApiSettings(_Section):
     """How batchd talks to the Message Batches API."""
 
@@ -97,6 +126,10 @@ class ApiSettings(_Section):
     backoff_initial: float = Field(0.5, gt=0)
     backoff_max: float = Field(8.0, gt=0)
     retry_after_max: float = Field(60.0, gt=0)
+    known_betas: list[str] = Field(
+        default_factory=lambda: list(KNOWN_BETAS),
+        description="anthropic-beta values producers may ask for; others are refused at submit",
+    )
 
     _base_url = field_validator("base_url")(_http_url)
 
@@ -107,7 +140,9 @@ class BatchSettings(_Section):
     max_requests: int = Field(API_MAX_REQUESTS, ge=1, le=API_MAX_REQUESTS)
     max_bytes: int = Field(API_MAX_BYTES, ge=1024, le=API_MAX_BYTES)
     max_wait: float = Field(60.0, gt=0, description="seconds the oldest pending request may wait")
-    claim_chunk: int = Field(5_000, ge=1, le=100_000)
+    claim_chunk: int = Field(
+        CLAIM_CHUNK, ge=1, le=CLAIM_CHUNK, description="requests claimed per Redis call"
+    )
 
 
 class PollSettings(_Section):
@@ -117,6 +152,12 @@ class PollSettings(_Section):
     max_interval: float = Field(60.0, gt=0)
     factor: float = Field(1.5, ge=1.0)
     jitter: float = Field(0.1, ge=0, le=1)
+    not_found_grace: float = Field(
+        900.0,
+        ge=0,
+        description="seconds a batch batchd created may answer 404 (the API's are sometimes "
+        "transient) before it is taken as gone and its requests end errored",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> PollSettings:
@@ -142,6 +183,9 @@ class SubmitSettings(_Section):
     max_reply_to_length: int = Field(200, ge=1)
     max_callback_url_length: int = Field(2048, ge=10)
     priorities: int = Field(10, ge=1, le=100, description="priorities are 0 .. priorities-1")
+    idempotency_ttl: float = Field(
+        8 * 86400.0, gt=0, description="seconds an idempotency key is remembered from first use"
+    )
 
 
 class RunSettings(_Section):
@@ -157,9 +201,23 @@ class RunSettings(_Section):
     workers: int = Field(2, ge=0, le=64)
     grace: float = Field(30.0, ge=0)
     tick: float = Field(0.5, gt=0, description="aggregator and sweeper loop period, seconds")
-    lease: float = Field(30.0, gt=1, description="seconds a stage job's lease lasts unrenewed")
-    stale_after: float = Field(60.0, gt=0, description="a queued stage job is re-sent after this")
-    intent_skew: float = Field(300.0, ge=0, description="clock skew allowed when adopting batches")
+    lease: float = Field(
+        6.0,
+        gt=1,
+        description="seconds a lease (stage, lane cut, create lock) lasts unrenewed; work a "
+        "crashed process held resumes elsewhere within about this long",
+    )
+    stale_after: float = Field(
+        15.0, gt=0, description="seconds between checks that a queued stage job still waits"
+    )
+    intent_skew: float = Field(
+        300.0, ge=0, description="clock offset allowed between Redis and the API when adopting"
+    )
+    max_clock_skew: float = Field(
+        5.0,
+        gt=0,
+        description="seconds this host's clock may differ from Redis's before /readyz fails",
+    )
     create_settle: float = Field(
         30.0, ge=0, description="seconds an unanswered create may take to show in the list"
     )
@@ -243,6 +301,9 @@ class IngressSettings(_Section):
     max_connections: int = Field(10_000, ge=1)
     max_poll_wait: float = Field(60.0, ge=0)
     drop_in_max_hold: float = Field(540.0, gt=0)
+    drop_in_max_wait: float = Field(
+        2.0, gt=0, description="seconds a drop-in call waits for others before its batch is cut"
+    )
     idle_timeout: float = Field(15.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
 
@@ -268,6 +329,39 @@ class HttpSettings(_Section):
     )
 
 
+class RedisSettings(_Section):
+    """Where rq's control plane lives, and how far a payment-deciding write must reach."""
+
+    rq_url: str | None = Field(
+        None,
+        description="standalone or Sentinel Redis for rq's queues; unset: the data Redis "
+        "(required when redis_url is a cluster: rq does not support Redis Cluster)",
+    )
+    wait_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="replicas a submission intent or batch id must reach before batchd acts; "
+        "unset: 1 when the master has a replica connected, else 0",
+    )
+    wait_timeout: float = Field(1.0, gt=0, description="seconds one WAIT for replicas may take")
+    wait_submits: bool = Field(
+        False, description="also WAIT for replicas before a producer's submit returns"
+    )
+
+    @field_validator("rq_url")
+    @classmethod
+    def _rq_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = parse_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).replace("redis_url: ", "")) from None
+        if parsed.cluster:
+            raise ValueError("rq does not support Redis Cluster: give a standalone or Sentinel URL")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything batchd can be told. See config.example.toml for each field's meaning."""
 
@@ -279,7 +373,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = Field(
-        None, description="redis://, rediss:// or unix://; unset starts an embedded Redis"
+        None,
+        description="redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://; "
+        "unset starts an embedded Redis",
     )
     data_dir: Path = Path("batchd-data")
     prefix: str = Field("batchd", pattern=r"^[a-zA-Z0-9_.-]{1,32}$")
@@ -296,26 +392,17 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     ingress: IngressSettings = IngressSettings()
     http: HttpSettings = HttpSettings()
+    redis: RedisSettings = RedisSettings()
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if value.startswith("redis+sentinel://"):
-            # host:port[,host:port...]/service[/db]: several hosts, so no single port to check
-            if len([p for p in urlsplit(value).path.split("/") if p]) < 1:
-                raise ValueError("a redis+sentinel:// URL needs /<service name>")
-            return value
         try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
-        except ValueError as exc:
-            raise ValueError(f"not a valid URL: {exc}") from None
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
-        if parts.scheme == "unix" and not parts.path:
-            raise ValueError("a unix:// URL needs the socket's path")
+            parse_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).replace("redis_url: ", "")) from None
         return value
 
     @field_validator("accounts")
@@ -392,6 +479,21 @@ class Settings(BaseSettings):
             raise ConfigError(f"invalid configuration: {exc}", [str(exc)]) from None
         finally:
             _CONFIG_PATH["path"] = None
+
+    @model_validator(mode="after")
+    def _rq_needs_standalone(self) -> Settings:
+        if self.redis.rq_url is None and self.redis_url and parse_url(self.redis_url).cluster:
+            raise ValueError(
+                "redis.rq_url: required when redis_url is a Redis Cluster (rq, which runs the "
+                "stage jobs, does not support Cluster); give it a standalone or Sentinel URL, "
+                "e.g. BATCHD_REDIS__RQ_URL=redis://rq-host:6379/0"
+            )
+        return self
+
+    @property
+    def rq_url(self) -> str | None:
+        """The Redis rq's queues live on."""
+        return self.redis.rq_url or self.redis_url
 
     def account(self, name: str | None = None) -> AccountSettings:
         return self.accounts[name or self.default_account]

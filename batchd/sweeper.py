@@ -1,44 +1,49 @@
-"""The sweeper: finds assemblies whose stage job was lost (a crash, a lost rq job) and re-queues it.
+"""The sweeper: runs each assembly's stage when it is due, and again when its job was lost.
 
-Every stage job leaves a due time in the account's assembly index; past it, with no lease held,
-the sweeper sends the stage again. Stages are idempotent, so a needless re-send does no harm.
+Every assembly in flight has a due time in its account's live index: when its delayed stage is
+due, or when to check that its queued job ran (a running stage keeps moving it on while its
+lease lives). Past it, one sweeper takes it (SCHEDULE), and queues its stage unless a job for it
+is still waiting in rq's queue or a live lease says it is running. Stages are idempotent, so a
+needless run does no harm. This replaces rq's scheduler: delays live in batchd's own data, so
+nothing waits on a scheduler process, and a crashed replica's stages resume within a lease.
 """
 
 from __future__ import annotations
 
 from batchd.logs import get_logger
 from batchd.runtime import Runtime
-from batchd.store import text
+from batchd.stages import STAGE_OF_STATE
+from batchd.store import AssemblyState
+from batchd.store import assemblies as asm_store
 
 log = get_logger("batchd.sweeper")
 
-STAGE_OF_STATE = {
-    "assembling": "submit",
-    "sealed": "submit",
-    "submitting": "submit",
-    "submitted": "poll",
-    "ended": "fanout",
-}
+#: rq statuses of a job that will still run: the sweeper queues no second one.
+_WAITING = frozenset({"queued", "deferred", "scheduled"})
 
 
 def sweep(rt: Runtime, limit: int = 200) -> int:
-    """One pass; returns how many stage jobs were re-queued."""
+    """One pass; returns how many stage jobs were queued."""
     sent = 0
     now = rt.now_ms()
-    stale = int(rt.settings.run.stale_after * 1000)
+    recheck = now + int(rt.settings.run.stale_after * 1000)
     for account in rt.settings.accounts:
-        index = rt.keys.assemblies(account)
-        for raw in rt.redis.zrangebyscore(index, "-inf", now, start=0, num=limit):
-            asm = text(raw)
-            if rt.redis.exists(rt.keys.assembly_lease(account, asm)):
-                rt.redis.zadd(index, {asm: now + stale})
+        due = rt.store.read(asm_store.overdue(rt.keys, account, now, limit))
+        if not due:
+            continue
+        leased = rt.store.read(asm_store.leased(rt.keys, account, [a for a, _ in due]))
+        for (asm, seen), busy in zip(due, leased, strict=True):
+            if not rt.store.run(asm_store.schedule(rt.keys, account, asm, seen, recheck)):
+                continue  # another sweeper took it
+            if busy:
+                continue  # running: its lease moves the due time on
+            a = rt.store.read(asm_store.read(rt.keys, account, asm))
+            stage = STAGE_OF_STATE.get(a.state) if a is not None and a.state else None
+            if a is None or stage is None:
+                rt.store.read(asm_store.forget(rt.keys, account, asm))
                 continue
-            st = text(rt.redis.hget(rt.keys.assembly(account, asm), "st"))
-            stage = STAGE_OF_STATE.get(st)
-            if stage is None:
-                rt.redis.zrem(index, asm)
-                continue
-            log.info("re-queueing a stalled stage", account=account, assembly=asm, stage=stage)
+            if a.job and rt.job_status(a.job) in _WAITING:
+                continue  # its job is queued, waiting for a worker
             rt.enqueue(stage, account, asm)
             sent += 1
     return sent
@@ -49,10 +54,9 @@ def wake_held(rt: Runtime) -> int:
     the new configuration may have fixed what held them."""
     woken = 0
     for account in rt.settings.accounts:
-        index = rt.keys.assemblies(account)
-        for raw in rt.redis.zrange(index, 0, -1):
-            asm = text(raw)
-            if text(rt.redis.hget(rt.keys.assembly(account, asm), "st")) == "sealed":
-                rt.redis.zadd(index, {asm: 0})
+        asms = rt.store.read(asm_store.live(rt.keys, account))
+        for a in rt.store.read(asm_store.read_many(rt.keys, [(account, x) for x in asms])):
+            if a.state is AssemblyState.SEALED:
+                rt.store.read(asm_store.set_due(rt.keys, account, a.id, 0))
                 woken += 1
     return woken

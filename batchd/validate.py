@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from batchd.errors import InvalidRequestError, RequestTooLargeError
 from batchd.settings import ACCOUNT_NAME, Settings
+from batchd.store.records import Lane
+from batchd.store.requests import NewRequest
+from batchd.webhooks.urls import check_callback_url
 
 #: Bytes a request adds to a batch body besides its params: `{"custom_id":"<26>","params":}`.
 FRAMING = len('{"custom_id":"","params":}') + 26
@@ -22,22 +24,8 @@ FRAMING = len('{"custom_id":"","params":}') + 26
 BODY_ENVELOPE = len('{"requests":[]}')
 
 _REPLY_TO = re.compile(r"^[A-Za-z0-9_.:/@-]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A validated request, encoded as it will be stored."""
-
-    account: str
-    priority: int
-    params: bytes
-    size: int  # framed size in a batch body
-    key: str | None
-    key_digest: str
-    key_json: str
-    reply_to: str
-    callback_url: str
-    metadata: str
+_TAG = re.compile(r"^[A-Za-z0-9_.:/@-]{1,64}$")
+_BETA = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 def encode_json(value: Any, field: str) -> bytes:
@@ -68,9 +56,58 @@ def _mapping(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def key_digest(key: str) -> str:
-    """The digest under which an idempotency key is stored (SHA-1 of its UTF-8, as Lua computes)."""
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+def _short(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()[:8]
+
+
+#: What each part of a body digest stands for, to name what differs when a key is reused.
+DIGEST_PARTS = {
+    "p": "params",
+    "r": "reply_to",
+    "c": "callback_url",
+    "m": "metadata",
+    "o": "priority",
+    "t": "tag",
+    "b": "betas",
+    "d": "deadline",
+}
+
+
+def body_digest(
+    params: bytes,
+    reply_to: str,
+    callback_url: str,
+    metadata: str,
+    priority: int,
+    tag: str,
+    betas: Sequence[str],
+    deadline_ms: int | None,
+) -> str:
+    """A digest of everything a request carries, part by part (`p:1a2b3c4d,r:...`), so a
+    repeated idempotency key with another body is refused naming what differs."""
+    parts = [f"p:{_short(params)}"]
+    for name, value in (
+        ("r", reply_to),
+        ("c", callback_url),
+        ("m", metadata),
+        ("o", str(priority) if priority else ""),
+        ("t", tag),
+        ("b", ",".join(sorted(set(betas)))),
+        ("d", "" if deadline_ms is None else str(deadline_ms)),
+    ):
+        if value:
+            parts.append(f"{name}:{_short(value.encode())}")
+    return ",".join(parts)
+
+
+def digest_differences(first: str, second: str) -> list[str]:
+    """The names of the fields whose digests differ between two body digests."""
+
+    def split(d: str) -> dict[str, str]:
+        return dict(p.split(":", 1) for p in d.split(",") if ":" in p)
+
+    a, b = split(first), split(second)
+    return [DIGEST_PARTS.get(k, k) for k in DIGEST_PARTS if a.get(k) != b.get(k)]
 
 
 def check_params(params: Any) -> None:
@@ -114,7 +151,11 @@ def prepare(
     callback_url: str | None = None,
     metadata: Any = None,
     known_accounts: frozenset[str] | None = None,
-) -> Prepared:
+    tag: str | None = None,
+    betas: Sequence[str] | None = None,
+    interactive: bool = False,
+    deadline_ms: int | None = None,
+) -> NewRequest:
     """Validate one submit and encode it; raises a SubmitError subclass naming the field."""
     sub = settings.submit
     account = settings.default_account if account is None else account
@@ -144,7 +185,7 @@ def prepare(
             f"params: the encoded request is {size} bytes; a batch holds at most {limit}",
             field="params",
         )
-    key_json = digest = ""
+    key_json = ""
     if key is not None:
         if not isinstance(key, str) or not key:
             raise InvalidRequestError("key: must be a non-empty string", field="key")
@@ -153,7 +194,6 @@ def prepare(
                 f"key: at most {sub.max_key_length} characters, got {len(key)}", field="key"
             )
         key_json = encode_json(key, "key").decode()
-        digest = key_digest(key)
     if reply_to is not None:
         if (
             not isinstance(reply_to, str)
@@ -180,24 +220,60 @@ def prepare(
                 field="metadata",
             )
         md = encoded.decode()
-    return Prepared(
+    if tag is not None and (not isinstance(tag, str) or not _TAG.fullmatch(tag)):
+        raise InvalidRequestError(
+            "tag: 1 to 64 characters of letters, digits and _.:/@-", field="tag"
+        )
+    beta_list = check_betas(betas, settings)
+    if deadline_ms is not None and (
+        isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int) or deadline_ms <= 0
+    ):
+        raise InvalidRequestError(
+            "deadline: must be a time (epoch milliseconds, or an ISO 8601 time)", field="deadline"
+        )
+    return NewRequest(
         account=account,
-        priority=priority,
+        lane=Lane.of(priority, interactive=interactive, betas=beta_list),
         params=body,
         size=size,
         key=key,
-        key_digest=digest,
         key_json=key_json,
+        body_digest=body_digest(
+            body, reply_to or "", cb, md, priority, tag or "", beta_list, deadline_ms
+        )
+        if key is not None
+        else "",
         reply_to=reply_to or "",
         callback_url=cb,
         metadata=md,
+        tag=tag or "",
+        deadline_ms=deadline_ms,
     )
+
+
+def check_betas(betas: Sequence[str] | None, settings: Settings) -> tuple[str, ...]:
+    """The betas a request's batch must be created with, checked against the known ones."""
+    if betas is None:
+        return ()
+    if isinstance(betas, str):
+        betas = [b.strip() for b in betas.split(",") if b.strip()]
+    if not isinstance(betas, Sequence) or not all(isinstance(b, str) for b in betas):
+        raise InvalidRequestError("betas: must be a list of beta names", field="betas")
+    found = tuple(sorted(set(betas)))
+    bad = [b for b in found if not _BETA.fullmatch(b)]
+    unknown = [b for b in found if b not in settings.api.known_betas]
+    if bad or unknown:
+        shown = ", ".join(f"`{b}`" for b in (bad or unknown))
+        raise InvalidRequestError(
+            f"Unexpected value(s) {shown} for the `anthropic-beta` header. Please consult our "
+            "documentation at docs.anthropic.com or try again without the header.",
+            field="betas",
+        )
+    return found
 
 
 def check_callback(url: Any, settings: Settings) -> str:
     """Check a callback URL at submit time (scheme, host, length)."""
     if not isinstance(url, str):
         raise InvalidRequestError("callback_url: must be a string", field="callback_url")
-    from batchd.webhooks.urls import check_callback_url
-
     return check_callback_url(url, settings)

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import redis
 from aiohttp import web
 
-from batchd.client import RECORD_FIELDS, AsyncClient, SubmitItem, record_fields
+from batchd.client import AsyncClient, SubmitItem
 from batchd.errors import (
     CancelError,
+    IdempotencyConflictError,
+    RedisFullError,
+    RedisUnavailableError,
     RequestNotFoundError,
     RequestTooLargeError,
     SubmitError,
@@ -30,11 +32,11 @@ from batchd.errors import (
 from batchd.ingress.auth import Authenticator, Principal
 from batchd.ingress.errors import IngressError, error_body
 from batchd.ingress.limits import HeldSlots, RateLimiter, read_body, retry_headers
-from batchd.keys import split_request_id
 from batchd.logs import get_logger
 from batchd.results import RequestState, Result, Ticket
 from batchd.settings import ACCOUNT_NAME, Settings
-from batchd.store import text
+from batchd.store import AssemblyRecord, split_request_id
+from batchd.store import assemblies as asm_store
 
 log = get_logger("batchd.ingress")
 
@@ -177,7 +179,10 @@ async def read_object(request: web.Request) -> dict[str, Any]:
 
 
 def submit_error(exc: SubmitError) -> IngressError:
-    """A refused submit as an HTTP error: 413 when it cannot fit a batch, else 400."""
+    """A refused submit as an HTTP error: 413 when it cannot fit a batch, 409 for a reused
+    idempotency key with another body, else 400."""
+    if isinstance(exc, IdempotencyConflictError):
+        return IngressError(409, str(exc), field=exc.field, headers={"x-should-retry": "false"})
     status = 413 if isinstance(exc, RequestTooLargeError) else 400
     return IngressError(status, str(exc), field=exc.field)
 
@@ -261,14 +266,7 @@ def state_json(state: RequestState) -> dict[str, Any]:
 
 async def statuses(ctx: Ingress, ids: list[str]) -> list[str]:
     """The state now of each request (one pipelined round trip)."""
-    pipe = ctx.client.redis.pipeline(transaction=False)
-    for rid in ids:
-        account, token = split_request_id(rid)
-        rk = ctx.client.keys.request(account, token)
-        pipe.hmget(rk, *RECORD_FIELDS)
-        pipe.get(rk)
-    found = await pipe.execute(raise_on_error=False)
-    return [text(record_fields(*found[i : i + 2])[0]) or "unknown" for i in range(0, len(found), 2)]
+    return await ctx.client.states(ids)
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -425,32 +423,28 @@ async def cancel_request(request: web.Request) -> web.Response:
     return json_response(state_json(state))
 
 
-def _iso(ms: str | None) -> str | None:
+def _iso(ms: int | None) -> str | None:
     if not ms:
         return None
-    stamp = datetime.fromtimestamp(int(ms) / 1000, UTC)
+    stamp = datetime.fromtimestamp(ms / 1000, UTC)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def batch_json(account: str, asm: str, a: Mapping[str, str]) -> dict[str, Any]:
+def batch_json(a: AssemblyRecord) -> dict[str, Any]:
     return {
-        "id": f"{account}.{asm}",
-        "account": account,
-        "priority": int(a.get("pr") or 0),
-        "state": a.get("st", "unknown"),
-        "batch_id": a.get("bid") or None,
-        "requests": int(a.get("cnt") or 0),
-        "bytes": int(a.get("clen") or a.get("bytes") or 0),
-        "polls": int(a.get("polls") or 0),
-        "created_at": _iso(a.get("created")),
-        "submitted_at": _iso(a.get("submitted")),
-        "closed_at": _iso(a.get("closed")),
+        "id": f"{a.account}.{a.id}",
+        "account": a.account,
+        "lane": a.lane,
+        "state": a.state.value if a.state is not None else "unknown",
+        "batch_id": a.batch_id,
+        "requests": a.count,
+        "bytes": a.content_length or a.bytes,
+        "polls": a.polls,
+        "request_counts": a.counts,
+        "created_at": _iso(a.created_ms),
+        "submitted_at": _iso(a.submitted_ms),
+        "closed_at": _iso(a.closed_ms),
     }
-
-
-async def _assembly(ctx: Ingress, account: str, asm: str) -> dict[str, str]:
-    raw = await ctx.client.redis.hgetall(ctx.client.keys.assembly(account, asm))
-    return {text(k): text(v) for k, v in raw.items()}
 
 
 async def list_batches(request: web.Request) -> web.Response:
@@ -465,17 +459,12 @@ async def list_batches(request: web.Request) -> web.Response:
             raise IngressError(400, f"account: {wanted!r} is not configured", field="account")
         principal.check(wanted)
         accounts = [wanted]
-    keys = ctx.client.keys
+    store, keys = ctx.client.store, ctx.client.keys
     data: list[dict[str, Any]] = []
     for account in accounts:
-        asms = [text(a) for a in await ctx.client.redis.zrange(keys.assemblies(account), 0, -1)]
-        pipe = ctx.client.redis.pipeline(transaction=False)
-        for asm in asms:
-            pipe.hgetall(keys.assembly(account, asm))
-        for asm, raw in zip(asms, await pipe.execute() if asms else [], strict=True):
-            if raw:
-                a = {text(k): text(v) for k, v in raw.items()}
-                data.append(batch_json(account, asm, a))
+        asms = await store.read(asm_store.live(keys, account))
+        for a in await store.read(asm_store.read_many(keys, [(account, x) for x in asms])):
+            data.append(batch_json(a))
     return json_response({"data": data, "count": len(data)})
 
 
@@ -484,9 +473,10 @@ async def get_batch(request: web.Request) -> web.Response:
     ctx = ingress(request)
     bid = request.match_info["id"]
     only_query(request)
-    where = await ctx.client.redis.hget(ctx.client.keys.batch_index(), bid)
+    store, keys = ctx.client.store, ctx.client.keys
+    where = await store.read(asm_store.find_batch(keys, list(ctx.settings.accounts), bid))
     if where is not None:
-        account, _, asm = text(where).partition(" ")
+        account, asm = where
     else:
         account, _, asm = bid.partition(".")
         if not ACCOUNT_NAME.fullmatch(account) or not _TOKEN.fullmatch(asm):
@@ -494,10 +484,10 @@ async def get_batch(request: web.Request) -> web.Response:
     if account not in ctx.settings.accounts:
         raise IngressError(404, f"no batch {bid!r} known to batchd")
     request[PRINCIPAL].check(account)
-    a = await _assembly(ctx, account, asm)
-    if not a:
+    a = await store.read(asm_store.read(keys, account, asm))
+    if a is None:
         raise IngressError(404, f"no batch {bid!r} known to batchd (or past retention)")
-    return json_response(batch_json(account, asm, a))
+    return json_response(batch_json(a))
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -538,13 +528,18 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             rid,
             with_field=not drop_in,
         )
-    except redis.RedisError as exc:
+    except RedisUnavailableError as exc:
         log.warning("ingress.redis_unavailable", error=str(exc), path=request.path)
         response = error_response(
             IngressError(503, "batchd's Redis is unavailable; retry shortly",
                          headers=retry_headers(1)),
             rid, with_field=not drop_in,
         )  # fmt: skip
+    except RedisFullError as exc:
+        log.warning("ingress.redis_full", error=str(exc), path=request.path)
+        response = error_response(
+            IngressError(503, str(exc), headers=retry_headers(5)), rid, with_field=not drop_in
+        )
     except Exception:
         log.exception("ingress.handler_failed", path=request.path, request_id=rid)
         response = error_response(
@@ -552,19 +547,3 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     response.headers["request-id"] = rid
     return response
-
-
-def build_app(ctx: Ingress) -> web.Application:
-    from batchd.ingress.messages import create_message
-
-    app = web.Application(middlewares=[guard])
-    app[INGRESS] = ctx
-    app.router.add_get("/openapi.json", openapi, allow_head=False)
-    app.router.add_post("/v1/requests", submit)
-    app.router.add_post("/v1/requests/bulk", submit_bulk)
-    app.router.add_get("/v1/requests/{id}", get_request, allow_head=False)
-    app.router.add_delete("/v1/requests/{id}", cancel_request)
-    app.router.add_get("/v1/batches", list_batches, allow_head=False)
-    app.router.add_get("/v1/batches/{id}", get_batch, allow_head=False)
-    app.router.add_post(MESSAGES_PATH, create_message)
-    return app

@@ -12,9 +12,9 @@ import re
 import sys
 from typing import Any
 
+from batchd.errors import EXIT_USAGE
 from batchd.ingress.auth import new_token, token_sha256
 
-EXIT_USAGE = 2
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 

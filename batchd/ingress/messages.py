@@ -47,9 +47,9 @@ def render(result: Result, headers: dict[str, str]) -> web.Response:
     """What the Messages API would have answered for this batch result."""
     outcome = result.result
     kind = outcome.get("type")
-    if kind == "succeeded" and result.message is not None:
+    if kind == "succeeded" and result.message_dict is not None:
         return web.Response(
-            body=orjson.dumps(result.message), content_type="application/json", headers=headers
+            body=orjson.dumps(result.message_dict), content_type="application/json", headers=headers
         )
     if kind == "errored":
         error = outcome.get("error")

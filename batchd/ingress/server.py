@@ -15,10 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from batchd.client import AsyncClient
-from batchd.ingress.app import Coalescer, Ingress, build_app
+from batchd.ingress.app import Coalescer, Ingress
 from batchd.ingress.auth import Authenticator, is_loopback
 from batchd.ingress.limits import CappedSite, HeldSlots, RateLimiter
 from batchd.ingress.openapi import document
+from batchd.ingress.routes import build_app
 from batchd.logs import get_logger
 from batchd.settings import Settings
 from batchd.store import connect_async

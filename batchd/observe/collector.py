@@ -10,14 +10,14 @@ import platform
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 
-import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from batchd.keys import Keys
+from batchd.errors import BatchdError
 from batchd.logs import get_logger
 from batchd.observe import snapshot
+from batchd.store import Store
 
 log = get_logger("batchd.observe")
 
@@ -43,16 +43,15 @@ class BuildInfoCollector(Collector):
 class RedisCollector(Collector):
     """Reads a `snapshot` per scrape; when Redis cannot be read, only `batchd_redis_up 0`."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, accounts: Iterable[str]) -> None:
-        self.client = client
-        self.keys = keys
+    def __init__(self, store: Store, accounts: Iterable[str]) -> None:
+        self.store = store
         self.accounts = list(accounts)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("batchd_redis_up", "1 when this scrape could read batchd's Redis")
         try:
-            snap = snapshot.read(self.client, self.keys, self.accounts)
-        except redis.RedisError as exc:
+            snap = snapshot.read(self.store, self.accounts)
+        except BatchdError as exc:
             log.debug("metrics: redis unreadable", error=str(exc))
             up.add_metric([], 0)
             yield up
@@ -64,16 +63,22 @@ class RedisCollector(Collector):
 
 def _families(snap: snapshot.Snapshot, accounts: list[str]) -> Iterator[Metric]:
     submitted = CounterMetricFamily(
-        "batchd_requests_submitted", "Requests accepted from producers (all replicas)"
+        "batchd_requests_submitted",
+        "Requests accepted from producers (all replicas)",
+        labels=["account"],
     )
-    submitted.add_metric([], snap.counter("submitted"))
+    for account in accounts:
+        submitted.add_metric([account], snap.account_counter(account, "submitted"))
     yield submitted
 
     ended = CounterMetricFamily(
-        "batchd_requests_ended", "Requests that reached a terminal status", labels=["status"]
+        "batchd_requests_ended",
+        "Requests that reached a terminal status",
+        labels=["account", "status"],
     )
-    for status in snapshot.TERMINAL_STATUSES:
-        ended.add_metric([status], snap.counter(f"ended:{status}"))
+    for account in accounts:
+        for status in snapshot.TERMINAL_STATUSES:
+            ended.add_metric([account, status], snap.account_counter(account, f"ended:{status}"))
     yield ended
 
     retried = CounterMetricFamily(
@@ -96,7 +101,7 @@ def _families(snap: snapshot.Snapshot, accounts: list[str]) -> Iterator[Metric]:
         batches_ended.add_metric([outcome], snap.counter(f"batches_ended:{outcome}"))
     yield batches_ended
 
-    lane_labels = ["account", "priority"]
+    lane_labels = ["account", "priority", "lane"]
     pending = GaugeMetricFamily(
         "batchd_pending_requests", "Requests waiting in a lane for a batch", labels=lane_labels
     )
@@ -109,7 +114,7 @@ def _families(snap: snapshot.Snapshot, accounts: list[str]) -> Iterator[Metric]:
         labels=lane_labels,
     )
     for lane in snap.lanes:
-        labels = [lane.account, str(lane.priority)]
+        labels = [lane.account, str(lane.priority), lane.lane]
         pending.add_metric(labels, lane.pending)
         pending_bytes.add_metric(labels, lane.bytes)
         oldest.add_metric(labels, lane.oldest_age_s or 0.0)
@@ -153,6 +158,16 @@ def _families(snap: snapshot.Snapshot, accounts: list[str]) -> Iterator[Metric]:
             "batchd_webhook_dead_letters",
             "Webhook deliveries that failed for good",
             snap.webhooks_dead,
+        ),
+        (
+            "batchd_replies_waiting",
+            "Results ended but not yet on their reply queue (the account's reply outbox)",
+            snap.replies_waiting,
+        ),
+        (
+            "batchd_replies_parked",
+            "Results whose reply queue refused them (a key of another type), retried",
+            snap.replies_parked,
         ),
     )
     for name, doc, values in per_account:

@@ -12,20 +12,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from batchd.keys import Keys
+from batchd.errors import BatchdError
 from batchd.logs import get_logger
 from batchd.observe import metrics
 from batchd.observe.collector import BuildInfoCollector, RedisCollector
 from batchd.observe.health import Liveness
 from batchd.settings import Settings
-from batchd.store import connect
+from batchd.store import Keys, Store, connect
 
 if TYPE_CHECKING:
     from batchd.daemon import Daemon
@@ -63,9 +62,8 @@ class OpsServer:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(metrics.local_collector())
-        self.registry.register(
-            RedisCollector(self.redis, Keys(settings.prefix), list(settings.accounts))
-        )
+        self.store = Store(self.redis, Keys(settings.prefix))
+        self.registry.register(RedisCollector(self.store, list(settings.accounts)))
         self.registry.register(BuildInfoCollector())
         ProcessCollector(registry=self.registry)
         self._httpd: ThreadingHTTPServer | None = None
@@ -115,9 +113,17 @@ class OpsServer:
             return False, {"status": "stopping"}
         problems = list(self.liveness.problems())
         try:
-            self.redis.ping()
-        except redis.RedisError as exc:
+            skew = self.store.clock_skew_ms()
+        except BatchdError as exc:
             problems.append(f"redis unreachable: {exc}")
+        else:
+            bound = self.settings.run.max_clock_skew * 1000
+            if abs(skew) > bound:
+                problems.append(
+                    f"this host's clock is {abs(skew) / 1000:.1f} s "
+                    f"{'behind' if skew > 0 else 'ahead of'} Redis's (run.max_clock_skew "
+                    f"{self.settings.run.max_clock_skew:g} s): fix its time sync (NTP)"
+                )
         return not problems, {"status": "ready" if not problems else "not ready",
                               "problems": problems}  # fmt: skip
 

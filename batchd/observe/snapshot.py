@@ -1,4 +1,5 @@
-"""The cluster's state as Redis holds it, read in two round trips: lanes, assemblies, counters.
+"""The state of every replica's shared work as Redis holds it, read in a few round trips: lanes,
+assemblies, counters, dead letters, outboxes, processes.
 
 Redis is the source of truth for everything every replica shares, so /metrics and `batchd status`
 both read it from here rather than counting it in one process.
@@ -8,56 +9,101 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-import redis
+from batchd.store import AssemblyRecord, Store
+from batchd.store import assemblies as asm_store
+from batchd.store import counters as counter_store
+from batchd.store import lanes as lane_store
+from batchd.store import replies as reply_store
+from batchd.store import requests as req_store
+from batchd.store import webhooks as wh_store
+from batchd.store.records import (
+    BATCH_OUTCOMES,
+    REQUEST_COUNTS,
+    AssemblyState,
+    LaneId,
+    RequestStatus,
+)
 
-from batchd.keys import Keys
-from batchd.store import text
+TERMINAL_STATUSES = tuple(s.value for s in RequestStatus if s.terminal)
+ASSEMBLY_STATES = tuple(s.value for s in AssemblyState if s is not AssemblyState.DONE)
+IN_FLIGHT_STATES = tuple(s.value for s in AssemblyState if s.in_flight)
 
-TERMINAL_STATUSES = ("succeeded", "errored", "canceled", "expired", "rejected", "dead")
-#: How a created batch ended: its results fanned out (completed, or canceled by an operator), or
-#: its results could not be had (vanished from the API, archived before fan-out).
-BATCH_OUTCOMES = ("completed", "canceled", "vanished", "archived")
-ASSEMBLY_STATES = ("assembling", "sealed", "submitting", "submitted", "ended")
-#: Assembly states in which its batch exists at the API and is not closed yet.
-IN_FLIGHT_STATES = ("submitted", "ended")
-REQUEST_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
-#: A `batchd run` whose heartbeat (every 0.5 s) is older than this counts as gone.
-PROCESS_ALIVE_MS = 10_000
+__all__ = [
+    "ASSEMBLY_STATES",
+    "BATCH_OUTCOMES",
+    "IN_FLIGHT_STATES",
+    "REQUEST_COUNTS",
+    "TERMINAL_STATUSES",
+    "AssemblyState",
+    "LaneState",
+    "ProcessState",
+    "Snapshot",
+    "read",
+]
 
 
 @dataclass(frozen=True)
 class LaneState:
     account: str
-    priority: int
+    lane: str
     pending: int
     bytes: int
     oldest_age_s: float | None
 
+    @property
+    def priority(self) -> int:
+        parsed = LaneId.parse(self.lane)
+        return parsed.priority if parsed is not None else 0
+
 
 @dataclass(frozen=True)
-class AssemblyState:
-    account: str
-    assembly: str
-    state: str
-    batch_id: str | None
-    requests: int
-    bytes: int
-    polls: int
+class AssemblyView:
+    """An assembly as status and metrics show it."""
+
+    record: AssemblyRecord
     age_s: float | None
     """Seconds since the batch was created (since the claim, before that)."""
-    counts: dict[str, int]
-    """The batch's request_counts at its last poll; empty before the first."""
+
+    @property
+    def account(self) -> str:
+        return self.record.account
+
+    @property
+    def assembly(self) -> str:
+        return self.record.id
+
+    @property
+    def state(self) -> str:
+        return self.record.state.value if self.record.state is not None else "unknown"
+
+    @property
+    def batch_id(self) -> str | None:
+        return self.record.batch_id
+
+    @property
+    def requests(self) -> int:
+        return self.record.count
+
+    @property
+    def bytes(self) -> int:
+        return self.record.content_length or self.record.bytes
+
+    @property
+    def polls(self) -> int:
+        return self.record.polls
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.record.counts
 
     @property
     def in_flight(self) -> bool:
-        return self.state in IN_FLIGHT_STATES
+        return self.record.in_flight
 
     @property
     def finished(self) -> int:
-        """Requests the API reports as done (0 until the batch ends: the API counts at the end)."""
-        return sum(self.counts.get(k, 0) for k in REQUEST_COUNTS[1:])
+        return self.record.finished
 
 
 @dataclass(frozen=True)
@@ -70,103 +116,54 @@ class ProcessState:
 class Snapshot:
     now_ms: int
     lanes: list[LaneState] = field(default_factory=list)
-    assemblies: list[AssemblyState] = field(default_factory=list)
+    assemblies: list[AssemblyView] = field(default_factory=list)
     dead: dict[str, int] = field(default_factory=dict)
     webhooks_queued: dict[str, int] = field(default_factory=dict)
     webhooks_dead: dict[str, int] = field(default_factory=dict)
+    replies_waiting: dict[str, int] = field(default_factory=dict)
+    """Per account: replies ended but not on their reply queue yet (outbox)."""
+    replies_parked: dict[str, int] = field(default_factory=dict)
+    """Per account: replies whose queue refused them (a key of another type), retried."""
     paused: dict[str, str] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    by_account: dict[str, dict[str, int]] = field(default_factory=dict)
     processes: list[ProcessState] = field(default_factory=list)
 
     def counter(self, name: str) -> int:
         return self.counters.get(name, 0)
 
+    def account_counter(self, account: str, name: str) -> int:
+        return self.by_account.get(account, {}).get(name, 0)
 
-def read(client: redis.Redis, keys: Keys, accounts: Iterable[str]) -> Snapshot:
-    """Read the whole picture; raises redis.RedisError when Redis cannot be reached."""
+
+def read(store: Store, accounts: Iterable[str]) -> Snapshot:
+    """Read the whole picture; raises a BatchdError when Redis cannot be read."""
     names = list(accounts)
-    pipe = client.pipeline(transaction=False)
-    pipe.time()
-    pipe.hgetall(keys.counters())
-    pipe.zrange(keys.processes(), 0, -1, withscores=True)
-    for account in names:
-        pipe.smembers(keys.lanes(account))
-        pipe.zrange(keys.assemblies(account), 0, -1)
-        pipe.zcard(keys.dead(account))
-        pipe.zcard(keys.deliveries_due(account))
-        pipe.zcard(keys.deliveries_dead(account))
-        pipe.get(keys.paused(account))
-    first: list[Any] = pipe.execute()
-    (sec, usec), counters, procs = first[0], first[1], first[2]
-    now = int(sec) * 1000 + int(usec) // 1000
+    keys = store.keys
+    now = store.time_ms()
     snap = Snapshot(now_ms=now)
-    snap.counters = {text(k): int(v) for k, v in counters.items()}
-    for member, score in procs:
-        if now - score <= PROCESS_ALIVE_MS:
-            snap.processes.append(ProcessState(text(member), max(0.0, (now - score) / 1000)))
-
-    lanes: list[tuple[str, int]] = []
-    assemblies: list[tuple[str, str]] = []
-    per_account = first[3:]
-    for i, account in enumerate(names):
-        prios, asms, dead, wh_due, wh_dead, paused = per_account[i * 6 : i * 6 + 6]
-        lanes += [(account, int(text(p))) for p in prios if text(p).isdigit()]
-        assemblies += [(account, text(a)) for a in asms]
-        snap.dead[account] = int(dead)
-        snap.webhooks_queued[account] = int(wh_due)
-        snap.webhooks_dead[account] = int(wh_dead)
-        if paused:
-            snap.paused[account] = text(paused)
-    lanes.sort(key=lambda lane: (lane[0], -lane[1]))
-
-    pipe = client.pipeline(transaction=False)
-    for account, prio in lanes:
-        pipe.hmget(keys.lane_stats(account, prio), "count", "bytes")
-        pipe.lindex(keys.pending(account, prio), 0)
-    for account, asm in assemblies:
-        pipe.hgetall(keys.assembly(account, asm))
-    second: list[Any] = pipe.execute() if lanes or assemblies else []
-
-    for i, (account, prio) in enumerate(lanes):
-        (count, nbytes), head = second[2 * i], second[2 * i + 1]
-        snap.lanes.append(
-            LaneState(account, prio, int(count or 0), int(nbytes or 0), _age(head, now))
-        )
-    for (account, asm), raw in zip(assemblies, second[2 * len(lanes) :], strict=True):
-        if raw:
-            snap.assemblies.append(_assembly(account, asm, raw, now))
+    snap.by_account = store.read(counter_store.read(keys, names))
+    snap.counters = counter_store.total(snap.by_account)
+    snap.processes = [ProcessState(i, age) for i, age in store.read(counter_store.alive(keys, now))]
+    snap.paused = store.read(lane_store.paused_reasons(keys, names))
+    for account, (queued, dead) in store.read(wh_store.counts(keys, names)).items():
+        snap.webhooks_queued[account] = queued
+        snap.webhooks_dead[account] = dead
+    for account, (waiting, parked) in store.read(reply_store.backlog(keys, names)).items():
+        snap.replies_waiting[account] = waiting
+        snap.replies_parked[account] = parked
+    pairs: list[tuple[str, str]] = []
+    for account in names:
+        snap.dead[account] = store.read(req_store.dead_count(keys, account))
+        lanes = store.read(lane_store.lane_ids(keys, account))
+        lanes.sort(key=lambda ln: (-(LaneId.parse(ln) or LaneId(0, False, "")).priority, ln))
+        for counted in store.read(lane_store.stats(keys, account, lanes)):
+            s = counted.stats
+            age = None if s.oldest_ms is None else max(0.0, (now - s.oldest_ms) / 1000)
+            snap.lanes.append(LaneState(account, s.lane, s.count, s.bytes, age))
+        pairs += [(account, a) for a in store.read(asm_store.live(keys, account))]
+    for record in store.read(asm_store.read_many(keys, pairs)) if pairs else []:
+        since = record.submitted_ms or record.created_ms
+        age = max(0.0, (now - since) / 1000) if since else None
+        snap.assemblies.append(AssemblyView(record, age))
     return snap
-
-
-def _age(head: Any, now_ms: int) -> float | None:
-    """Seconds the lane's oldest entry (`<token> <size> <enqueued ms>`) has waited."""
-    if not head:
-        return None
-    parts = text(head).split(" ")
-    if len(parts) != 3 or not parts[2].isdigit():
-        return None
-    return max(0.0, (now_ms - int(parts[2])) / 1000)
-
-
-def _assembly(account: str, asm: str, raw: dict[Any, Any], now_ms: int) -> AssemblyState:
-    a = {text(k): text(v) for k, v in raw.items()}
-
-    def num(name: str) -> int:
-        value = a.get(name, "")
-        return int(value) if value.lstrip("-").isdigit() else 0
-
-    since = num("submitted") or num("created")
-    counts = {k: num(k) for k in REQUEST_COUNTS if k in a}
-    if a.get("st") == "ended":
-        counts["processing"] = 0  # the end's counts are final; a poll's processing is stale
-    return AssemblyState(
-        account=account,
-        assembly=asm,
-        state=a.get("st", ""),
-        batch_id=a.get("bid") or None,
-        requests=num("cnt"),
-        bytes=num("clen"),
-        polls=num("polls"),
-        age_s=max(0.0, (now_ms - since) / 1000) if since else None,
-        counts=counts,
-    )

@@ -1,4 +1,4 @@
-"""Throughput over the last minutes: each minute, one snapshot of the counters hash in Redis.
+"""Throughput over the last minutes: each minute, one snapshot of every account's counters.
 
 Any replica writes the minute's snapshot (the first one wins); `batchd status` turns consecutive
 snapshots into requests submitted and ended per minute.
@@ -6,35 +6,29 @@ snapshots into requests submitted and ended per minute.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-import redis
+from batchd.store import Store
+from batchd.store import counters as counter_store
 
-from batchd.keys import Keys
-from batchd.store import text
-
-#: Minutes of snapshots kept in Redis.
-KEEP_MINUTES = 60
 #: Counters shown per minute.
 FIELDS = ("submitted", "ended", "succeeded", "retries", "batches_created")
 
 _last_minute: dict[str, int] = {}
 
 
-def record(client: redis.Redis, keys: Keys, now_ms: int) -> bool:
+def record(store: Store, accounts: Sequence[str], now_ms: int) -> bool:
     """Store this minute's snapshot once per process and minute; True when this call wrote it."""
     minute = now_ms // 60_000
-    if _last_minute.get(keys.prefix) == minute:
+    if _last_minute.get(store.keys.prefix) == minute:
         return False
-    counters = {text(k): int(v) for k, v in client.hgetall(keys.counters()).items()}
-    written = bool(client.hsetnx(keys.counters_by_minute(), str(minute), orjson.dumps(counters)))
-    old = [f for f in client.hkeys(keys.counters_by_minute())
-           if not text(f).isdigit() or int(text(f)) < minute - KEEP_MINUTES]  # fmt: skip
-    if old:
-        client.hdel(keys.counters_by_minute(), *old)
-    _last_minute[keys.prefix] = minute
+    counters = store.read(counter_store.read(store.keys, accounts))
+    written, fields = store.read(counter_store.snapshot_minute(store.keys, counters, minute))
+    for account, names in fields.items():
+        store.read(counter_store.old_minutes(store.keys, account, names, minute))
+    _last_minute[store.keys.prefix] = minute
     return written
 
 
@@ -55,12 +49,17 @@ def _view(counters: dict[str, Any]) -> dict[str, int]:
 
 
 def recent(
-    client: redis.Redis, keys: Keys, now_ms: int, current: dict[str, int], minutes: int = 5
+    store: Store,
+    accounts: Sequence[str],
+    now_ms: int,
+    current: dict[str, int],
+    minutes: int = 5,
 ) -> list[Minute]:
     """Per minute, oldest first: the last `minutes` whole minutes with snapshots at both ends,
     then the current minute so far (from its snapshot to `current`)."""
-    raw = client.hgetall(keys.counters_by_minute())
-    snaps = {int(text(k)): _view(orjson.loads(v)) for k, v in raw.items() if text(k).isdigit()}
+    snaps = {
+        m: _view(c) for m, c in store.read(counter_store.minutes(store.keys, accounts)).items()
+    }
     now_minute = now_ms // 60_000
     out: list[Minute] = []
     for m in range(now_minute - minutes, now_minute):

@@ -13,12 +13,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
-from batchd.errors import ConfigError
-from batchd.keys import Keys
+from batchd.errors import (
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    BatchdError,
+    ConfigError,
+)
 from batchd.settings import Settings
-from batchd.store import connect
+from batchd.store import Keys, Store, connect
 from batchd.webhooks.outbox import (
     DeliveryRecord,
     find_delivery,
@@ -27,11 +31,6 @@ from batchd.webhooks.outbox import (
     retry_all_dead,
     retry_delivery,
 )
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
 
 
 def register(subparsers: Any) -> None:
@@ -56,7 +55,7 @@ def register(subparsers: Any) -> None:
     retry.set_defaults(func=cmd_retry)
 
 
-def _connect(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
+def _connect(args: argparse.Namespace) -> tuple[Settings, Store]:
     overrides = {"redis_url": args.redis_url} if getattr(args, "redis_url", None) else {}
     settings = Settings.load(getattr(args, "config", None), **overrides)
     if not settings.redis_url:
@@ -64,10 +63,7 @@ def _connect(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
             "the webhooks commands need a Redis URL: pass --redis-url or set BATCHD_REDIS_URL",
             ["redis_url: not set"],
         )
-    try:
-        return settings, connect(settings.redis_url)
-    except ValueError as exc:
-        raise ConfigError(f"redis_url: {exc}", [f"redis_url: {exc}"]) from None
+    return settings, Store(connect(settings.redis_url), Keys(settings.prefix))
 
 
 def _accounts(settings: Settings, wanted: list[str] | None) -> list[str]:
@@ -90,20 +86,21 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def _redis_errors(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return command(args)
-    except redis.RedisError as exc:
-        print(f"batchd: error: Redis: {exc}", file=sys.stderr)
+    except ConfigError:
+        raise
+    except BatchdError as exc:
+        print(f"batchd: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 
 def _dead(args: argparse.Namespace) -> int:
-    settings, client = _connect(args)
+    settings, store = _connect(args)
     try:
         accounts = _accounts(settings, args.account)
-        keys = Keys(settings.prefix)
-        records = list_dead(client, keys, accounts, limit=args.limit)
-        gone = gone_endpoints(client, keys, accounts)
+        records = list_dead(store, accounts, limit=args.limit)
+        gone = gone_endpoints(store, accounts)
     finally:
-        client.close()
+        store.close()
     if args.json:
         doc = {
             "deliveries": [r.as_json() for r in records],
@@ -122,19 +119,18 @@ def _retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         print("batchd: webhooks retry needs delivery ids or --all (not both)", file=sys.stderr)
         return EXIT_USAGE
-    settings, client = _connect(args)
+    settings, store = _connect(args)
     try:
-        keys = Keys(settings.prefix)
         accounts = _accounts(settings, args.account)
         if args.all:
-            counts = retry_all_dead(client, keys, accounts)
+            counts = retry_all_dead(store, accounts)
             sent = sum(n for state, n in counts.items() if state not in ("missing", "pending"))
             print(f"re-sending {sent} deliveries; gone endpoints re-enabled")
             return EXIT_OK
         missing = 0
         for ident in args.ids:
-            found = find_delivery(client, keys, list(settings.accounts), ident)
-            state = "missing" if found is None else retry_delivery(client, keys, *found)
+            found = find_delivery(store, list(settings.accounts), ident)
+            state = "missing" if found is None else retry_delivery(store, *found)
             if state == "missing":
                 missing += 1
                 print(f"{ident}: no such delivery (unknown, or past its retention)")
@@ -144,7 +140,7 @@ def _retry(args: argparse.Namespace) -> int:
                 print(f"{ident}: re-sending (was {state})")
         return EXIT_NOT_FOUND if missing else EXIT_OK
     finally:
-        client.close()
+        store.close()
 
 
 def _print_table(records: list[DeliveryRecord]) -> None:

@@ -22,15 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
-import redis
-import redis.asyncio
 from aiohttp.abc import AbstractResolver
 
-from batchd.errors import BlockedAddressError
-from batchd.keys import Keys
+from batchd.errors import BatchdError, BlockedAddressError
 from batchd.logs import get_logger
 from batchd.settings import Settings
-from batchd.store import connect_async
+from batchd.store import Keys, connect_async
 from batchd.webhooks.outbox import AsyncOutbox, Delivery, Lease, Outcome, Settle
 from batchd.webhooks.signing import Signer
 from batchd.webhooks.urls import AddressPolicy, host_allowed, url_host
@@ -133,6 +130,13 @@ class WebhookSender:
         self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._host_latency: dict[str, float] = {}
         self._wake = asyncio.Event()
+        # Redis's clock minus this host's (s): webhook timestamps are Redis's time, so a replica
+        # with a wrong clock still signs what a receiver with a true one accepts.
+        self._offset = 0.0
+
+    def now(self) -> float:
+        """Redis's clock (s), as last measured against this host's."""
+        return time.time() + self._offset
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -228,8 +232,8 @@ class WebhookSender:
             await self._flush(outbox)
             # Cancelled attempts go back due now instead of waiting for their lease to run out.
             abandoned, self._abandoned = self._abandoned, []
-            await outbox.release(abandoned, int(time.time() * 1000))
-        except redis.RedisError as exc:
+            await outbox.release(abandoned, 0)
+        except BatchdError as exc:
             self.log.warning("webhooks.redis_error", error=str(exc), during="shutdown")
 
     # -- the loop -------------------------------------------------------------------------------
@@ -262,6 +266,7 @@ class WebhookSender:
                     limit = min(free, CLAIM_BATCH)
                     claim_id = f"{self._name}:{next(self._claims)}"
                     claimed = await outbox.claim(account, limit, lease_ms, claim_id)
+                    self._offset = claimed.now_ms / 1000 - time.time()
                     for s in claimed.stopped:
                         self.log.warning(
                             "webhook.gone",
@@ -272,14 +277,14 @@ class WebhookSender:
                         self._count("gone", 0.0)
                     start, backlog = self._admit(claimed.leases)
                     if backlog:
-                        await outbox.release(backlog, int(time.time() * 1000) + HOST_BACKOFF_MS)
+                        await outbox.release(backlog, HOST_BACKOFF_MS)
                     for d in await outbox.load(start):
                         self._start(d, checked, trusted)
                     moved += len(claimed.leases)
                     saturated |= len(claimed.leases) == limit
                     if claimed.next_due_ms is not None:
                         next_due = min(next_due or claimed.next_due_ms, claimed.next_due_ms)
-            except redis.RedisError as exc:
+            except BatchdError as exc:
                 self.log.warning("webhooks.redis_error", error=str(exc))
                 await self._sleep(stop, REDIS_BACKOFF)
                 continue
@@ -288,7 +293,7 @@ class WebhookSender:
             idle = MIN_IDLE if moved else min(idle * 2, MAX_IDLE)
             wait = idle
             if next_due is not None:
-                wait = min(wait, max(0.0, next_due / 1000 - time.time()))
+                wait = min(wait, max(0.0, next_due / 1000 - self.now()))
             await self._sleep(stop, wait)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
@@ -309,7 +314,7 @@ class WebhookSender:
         settled, self._settled = self._settled, []
         try:
             answers = await outbox.settle(settled)
-        except redis.RedisError:
+        except BatchdError:
             # Keep them for the next round; if this process dies first, the leases run out.
             self._settled = settled + self._settled
             raise
@@ -397,7 +402,7 @@ class WebhookSender:
         self._count(result.outcome, elapsed)
 
     async def _post(self, d: Delivery, session: aiohttp.ClientSession) -> _Answer:
-        timestamp = int(time.time())
+        timestamp = int(self.now())
         headers = {
             "content-type": "application/json",
             "webhook-id": d.webhook_id,
@@ -434,17 +439,16 @@ class WebhookSender:
 
     def _judge(self, d: Delivery, answer: _Answer) -> Settle:
         """Turn an answer into an outcome: delivered, gone, retry (with its due time) or dead."""
-        now = time.time()
-        at_ms = int(now * 1000)
+        now = self.now()
         status = answer.status
         if status is not None and 200 <= status < 300:
-            return Settle(d, "delivered", at_ms, status=status)
+            return Settle(d, "delivered", status=status)
         if status == 410:
-            return Settle(d, "gone", at_ms, status=status, error=answer.error)
+            return Settle(d, "gone", status=status, error=answer.error)
         attempts = d.attempts + 1
         schedule = self.webhooks.schedule
         if answer.final or attempts >= len(schedule):
-            return Settle(d, "dead", at_ms, status=status, error=answer.error)
+            return Settle(d, "dead", status=status, error=answer.error)
         delay = schedule[attempts]
         jitter = self.webhooks.jitter
         if jitter and delay:
@@ -453,8 +457,9 @@ class WebhookSender:
             asked = parse_retry_after(answer.retry_after, now)
             if asked is not None:
                 delay = min(asked, self._retry_after_cap)
-        next_ms = at_ms + math.ceil(delay * 1000)
-        return Settle(d, "retry", at_ms, status=status, error=answer.error, next_ms=next_ms)
+        return Settle(
+            d, "retry", status=status, error=answer.error, delay_ms=math.ceil(delay * 1000)
+        )
 
     def _report(self, d: Delivery, host: str, answer: _Answer, result: Settle) -> None:
         if result.outcome == "delivered":
@@ -468,8 +473,8 @@ class WebhookSender:
             error=answer.error,
         )
         if result.outcome == "retry":
-            assert result.next_ms is not None
-            log.info("webhook.retry", retry_in=round(result.next_ms / 1000 - time.time(), 3))
+            assert result.delay_ms is not None
+            log.info("webhook.retry", retry_in=round(result.delay_ms / 1000, 3))
         elif result.outcome == "gone":
             log.warning(
                 "webhook.gone",

@@ -1,0 +1,227 @@
+"""The fan-out stage: stream the batch's results from its `results_url` and apply each line in
+one atomic transition (result stored, reply queued, waiter woken, webhook queued, tokens
+counted); resumable, since a line for a request that already ended is ignored.
+
+A line that was paid for is never paid for again: a line whose JSON is damaged but whose
+`custom_id` can be read ends its request with what could be recovered (flagged). The lines seen
+are compared with the batch's request counts, and a download that ends short is fetched again
+(up to RESULT_FETCHES times) before any request without a line goes round again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from batchd.api import ResultLine
+from batchd.defaults import BAD_LINES_LOGGED, FANOUT_CHUNK, FANOUT_DEPTH, RESULT_FETCHES
+from batchd.errors import APIError, LostLease, NotFoundError
+from batchd.logs import get_logger
+from batchd.overlap import WriteBehind
+from batchd.runtime import Lease, Runtime, crash_point, jittered
+from batchd.stages.ending import error_result, requeue_missing, retention_ms
+from batchd.stages.poll import not_found
+from batchd.store import AssemblyRecord
+from batchd.store import assemblies as asm_store
+from batchd.store import replies as reply_store
+from batchd.store.assemblies import Applied, Line
+from batchd.store.keys import TOKEN_LENGTH
+
+log = get_logger("batchd.stages.fanout")
+
+
+def classify(rt: Runtime, result: Any, operator_canceled: bool) -> str:
+    """ok | err | retry | canceled | expired, by the retry policy."""
+    policy = rt.settings.retry
+    kind = result.get("type") if isinstance(result, dict) else None
+    if kind == "succeeded":
+        return "ok"
+    if kind == "errored":
+        err = result.get("error")
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+        etype = err.get("type") if isinstance(err, dict) else None
+        return "retry" if etype in policy.retry_error_types else "err"
+    if kind == "expired":
+        return "retry" if policy.retry_expired else "expired"
+    if kind == "canceled":
+        return "retry" if policy.retry_canceled and not operator_canceled else "canceled"
+    return "err"
+
+
+def usage_of(result: Any) -> str:
+    """`model|input|output|cache write 5m|cache write 1h|cache read` of a succeeded result,
+    for the ledger; '' when it carries no usage (nothing billed)."""
+    if not isinstance(result, dict) or result.get("type") != "succeeded":
+        return ""
+    msg = result.get("message")
+    if not isinstance(msg, dict):
+        return ""
+    u = msg.get("usage")
+    if not isinstance(u, dict):
+        return ""
+
+    def n(v: Any) -> int:
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+    created = n(u.get("cache_creation_input_tokens"))
+    detail = u.get("cache_creation")
+    w1h = n(detail.get("ephemeral_1h_input_tokens")) if isinstance(detail, dict) else 0
+    w5m = max(0, created - w1h)
+    model = str(msg.get("model") or "unknown").replace("|", "_")
+    return (
+        f"{model}|{n(u.get('input_tokens'))}|{n(u.get('output_tokens'))}|{w5m}|{w1h}|"
+        f"{n(u.get('cache_read_input_tokens'))}"
+    )
+
+
+def recovered(line: ResultLine) -> tuple[str, bytes]:
+    """The class and result to end a request whose line was damaged: the line's own result
+    when it could be read after repair (flagged), else an `errored` result keeping the line."""
+    result = line.result
+    raw_text = line.raw.decode("utf-8", "replace")
+    if isinstance(result, dict) and result.get("type") in ("succeeded", "errored"):
+        fixed = dict(result)
+        fixed["batchd_damaged_line"] = True
+        return ("ok" if result.get("type") == "succeeded" else "err"), orjson.dumps(fixed)
+    return "err", orjson.dumps(
+        {
+            "type": "errored",
+            "error": {
+                "type": "error",
+                "error": {
+                    "type": "unreadable_result",
+                    "message": "the API's results line for this request could not be parsed; "
+                    "it was billed and is kept as it came in `raw_line`",
+                },
+            },
+            "raw_line": raw_text,
+            "batchd_damaged_line": True,
+        }
+    )
+
+
+def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
+    """Stream the results and apply each line in one atomic transition; resumable."""
+    account, asm, bid = a.account, a.id, a.batch_id or ""
+    bound = log.bind(account=account, assembly=asm, batch_id=bid)
+    totals = Applied(0, 0, 0, 0)
+    lines_seen = 0
+    counting = threading.Lock()
+    applied_chunks = 0
+    ledger = asm_store.ledger_keys(rt.keys, account, rt.now_ms())
+
+    def apply(lines: list[Line]) -> None:
+        nonlocal applied_chunks, totals
+        out = rt.store.run(
+            asm_store.fanout(
+                rt.keys,
+                account,
+                asm,
+                bid,
+                a.lane,
+                lines,
+                retention_ms=retention_ms(rt),
+                max_attempts=rt.settings.retry.max_attempts,
+                ledger=ledger,
+            )
+        )
+        if out.replies:
+            reply_store.drain_all(rt.store, account)
+        with counting:
+            totals = Applied(
+                totals.done + out.done,
+                totals.requeued + out.requeued,
+                totals.ignored + out.ignored,
+                totals.replies + out.replies,
+            )
+            applied_chunks += 1
+            first = applied_chunks == 1
+        if first:
+            crash_point("mid_fanout")
+        if held.lost.is_set():
+            raise LostLease("assembly lease lost during fan-out")
+
+    bad_lines = 0
+    damaged = 0
+    unknown = 0
+
+    def unreadable(lineno: int, exc: APIError) -> None:
+        # No custom_id could be read from it: nothing to end with it. Counted, logged.
+        nonlocal bad_lines
+        bad_lines += 1
+        if bad_lines <= BAD_LINES_LOGGED:
+            bound.warning("unreadable results line skipped", line=lineno, error=str(exc))
+
+    rt.store.read(asm_store.count_fetch(rt.keys, account, asm))
+    stream = rt.api(account).results(bid, results_url=a.results_url, on_bad_line=unreadable)
+    try:
+        # Chunks go to Redis from threads while the next lines are parsed; two at a time, so
+        # Redis has one to run while the other is sent. Lines are independent transitions.
+        with WriteBehind(apply, depth=FANOUT_DEPTH, workers=2) as applier:
+            chunk: list[Line] = []
+            # The first chunk is applied here, before any other is sent, so a crash right
+            # after it (the `mid_fanout` crash point) leaves the rest unapplied.
+            send: Callable[[list[Line]], None] = apply
+            for line in stream:
+                lines_seen += 1
+                token = line.custom_id
+                if len(token) != TOKEN_LENGTH:
+                    unknown += 1
+                    continue
+                if getattr(line, "damaged", False):
+                    damaged += 1
+                    cls, result = recovered(line)
+                    chunk.append(Line(token, cls, result, usage_of(line.result)))
+                else:
+                    cls = classify(rt, line.result, a.operator_canceled)
+                    chunk.append(Line(token, cls, orjson.dumps(line.result), usage_of(line.result)))
+                if len(chunk) >= FANOUT_CHUNK:
+                    send(chunk)
+                    send, chunk = applier.put, []
+            if chunk:
+                send(chunk)
+    except NotFoundError:
+        return not_found(rt, a, "results")
+    except APIError as exc:
+        bound.warning("results stream failed; fan-out resumes later", error=str(exc))
+        rt.enqueue("fanout", account, asm, delay=jittered(exc.retry_after or 5.0))
+        return "retry"
+    finally:
+        stream.close()  # release the connection at once, also when a LostLease interrupts
+    expected = sum(a.counts.get(k, 0) for k in ("succeeded", "errored", "canceled", "expired"))
+    expected = expected or a.count
+    if totals.done + totals.requeued == a.count:
+        missing = 0  # every request of the assembly had its line applied by this run
+    elif lines_seen + bad_lines < expected and a.fetches + 1 < RESULT_FETCHES:
+        bound.warning(
+            "results download ended short of the batch's request counts; fetching again",
+            lines=lines_seen,
+            expected=expected,
+            fetch=a.fetches + 1,
+        )
+        rt.enqueue("fanout", account, asm, delay=jittered(2.0 * (a.fetches + 1)))
+        return "short download"
+    else:
+        missing = requeue_missing(
+            rt, a, error_result("missing_result", "no line in the batch results")
+        )
+    outcome = "canceled" if a.operator_canceled else "completed"
+    rt.store.run(
+        asm_store.close(
+            rt.keys, account, asm, retention_ms=retention_ms(rt), outcome=outcome, batch_id=bid
+        )
+    )
+    bound.info(
+        "fan-out done",
+        ended=totals.done,
+        requeued=totals.requeued,
+        ignored_lines=totals.ignored + unknown,
+        unreadable_lines=bad_lines,
+        damaged_lines=damaged,
+        missing=missing,
+    )
+    return "done"

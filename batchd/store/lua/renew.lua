@@ -1,0 +1,7 @@
+#!lua
+-- RENEW: extend a lease only while we hold it.
+-- KEYS: 1 the lease. ARGV: 1 our token, 2 ttl (ms). Returns 1, or 0 when it is not ours.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0

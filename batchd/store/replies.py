@@ -1,0 +1,195 @@
+"""Reply queues: the account's outbox drained into each queue (its own hash slot) at most once,
+and the consumer's side: take, acknowledge, restore.
+
+A request that ends with a `reply_to` gets an outbox entry `<seq> <token> <queue>` in the same
+script that ends it. `drain` reads the outbox head, pushes each queue's envelopes with
+PUSH_REPLIES (which skips sequence numbers its cursor has seen, so a repeated or concurrent
+drain pushes nothing twice), then trims what it handled. A queue that refuses its entries (a key
+of another type under its name) gets them parked, retried later from their own list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchd.defaults import DRAIN_CHUNK, QUEUE_SEEN_MS
+from batchd.store.keys import Keys
+from batchd.store.runner import Read, Store
+from batchd.store.scripts import Call, call, text
+
+# -- consumers ---------------------------------------------------------------------------------
+
+
+def take(
+    keys: Keys, name: str, consumer: str, n: int, finished: Sequence[bytes]
+) -> Call[list[bytes]]:
+    """TAKE: acknowledge `finished`, then take up to `n` replies for `consumer`."""
+    return call(
+        "take",
+        [keys.reply_queue(name), keys.reply_inflight(name, consumer), keys.reply_consumers(name)],
+        [n, consumer, *finished],
+        lambda reply: list(reply or []),
+    )
+
+
+def ack(keys: Keys, name: str, consumer: str, envelope: bytes) -> Call[int]:
+    """ACK: 1 removed, 0 this consumer held no such reply, -1 no such consumer ever read."""
+    return call(
+        "ack",
+        [keys.reply_inflight(name, consumer), keys.reply_consumers(name)],
+        [consumer, envelope],
+        int,
+    )
+
+
+def restore(keys: Keys, name: str, consumer: str, n: int = 1000) -> Call[int]:
+    """RESTORE: up to `n` unacknowledged replies of `consumer` go back to the queue."""
+    return call("restore", [keys.reply_queue(name), keys.reply_inflight(name, consumer)], [n], int)
+
+
+def blocking_take(keys: Keys, name: str, consumer: str) -> tuple[str, str]:
+    """(source, destination) of the BLMOVE a consumer blocks on when the queue is empty."""
+    return keys.reply_queue(name), keys.reply_inflight(name, consumer)
+
+
+def register(keys: Keys, name: str, consumer: str, now_s: int) -> Read[None]:
+    return Read([("HSET", keys.reply_consumers(name), consumer, now_s)], lambda out: None)
+
+
+def depth(keys: Keys, names: Sequence[str]) -> Read[dict[str, int]]:
+    """How many replies wait on each of these queues (consumer lag)."""
+    queues = list(names)
+    return Read(
+        [("LLEN", keys.reply_queue(n)) for n in queues],
+        lambda out: {
+            n: int(v) if not isinstance(v, Exception) else 0
+            for n, v in zip(queues, out, strict=True)
+        },
+        errors=True,
+    )
+
+
+def queue_names(keys: Keys, account: str) -> Read[list[str]]:
+    return Read(
+        [("ZREVRANGE", keys.reply_queues(account), 0, 999)],
+        lambda out: sorted(text(m) for m in (out[0] or [])),
+    )
+
+
+# -- the outbox --------------------------------------------------------------------------------
+
+
+def push(keys: Keys, name: str, field: str, pairs: Sequence[tuple[int, bytes]]) -> Call[int]:
+    """PUSH_REPLIES: the envelopes whose sequence number the queue's cursor has not seen."""
+    args: list[str | bytes | int] = [field]
+    for seq, env in pairs:
+        args += (seq, env)
+    return call("push_replies", [keys.reply_queue(name), keys.reply_cursor(name)], args, int)
+
+
+def trim_outbox(
+    keys: Keys, account: str, last_seq: int, n: int, refused: Sequence[str]
+) -> Call[int]:
+    return call(
+        "trim_outbox",
+        [keys.reply_outbox(account), keys.reply_parked(account)],
+        [last_seq, n, *refused],
+        int,
+    )
+
+
+def trim_parked(keys: Keys, account: str, n: int, refused: Sequence[str]) -> Call[int]:
+    return call("trim_parked", [keys.reply_parked(account)], [n, *refused], int)
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    pushed: int
+    entries: int
+    undeliverable: int
+    refused: int
+
+
+def _entries(raw: Sequence[Any]) -> list[tuple[int, str, str]]:
+    out: list[tuple[int, str, str]] = []
+    for e in raw:
+        parts = text(e).split(" ")
+        if len(parts) == 3 and parts[0].isdigit():
+            out.append((int(parts[0]), parts[1], parts[2]))
+        else:
+            out.append((-1, "", ""))
+    return out
+
+
+def drain(store: Store, account: str, *, parked: bool = False, limit: int = DRAIN_CHUNK) -> Drained:
+    """Move the head of the account's outbox (or parked list) onto the reply queues."""
+    keys = store.keys
+    source = keys.reply_parked(account) if parked else keys.reply_outbox(account)
+    raw: list[bytes] = store.read(Read([("LRANGE", source, 0, limit - 1)], lambda out: out[0]))
+    if not raw:
+        return Drained(0, 0, 0, 0)
+    entries = _entries(raw)
+    tokens = [t for _, t, _ in entries if t]
+    envelopes: dict[str, bytes | None] = {}
+    if tokens:
+        got = store.read(
+            Read([("MGET", *[keys.request(account, t) for t in tokens])], lambda out: out[0])
+        )
+        for token, env in zip(tokens, got, strict=True):
+            ok = isinstance(env, bytes) and env.startswith(b'{"id":')
+            envelopes[token] = env if ok else None
+    by_queue: dict[str, list[tuple[int, bytes]]] = {}
+    undeliverable = 0
+    for seq, token, queue in entries:
+        env = envelopes.get(token)
+        if seq < 0 or env is None:
+            undeliverable += 1
+            continue
+        by_queue.setdefault(queue, []).append((seq, env))
+    field = f"p:{account}" if parked else account
+    calls = [push(keys, q, field, pairs) for q, pairs in by_queue.items()]
+    results = store.run_all(calls)
+    refused = [q for q, r in zip(by_queue, results, strict=True) if isinstance(r, Exception)]
+    pushed = sum(int(r) for r in results if not isinstance(r, Exception))
+    notes: list[tuple[Any, ...]] = []
+    if by_queue:
+        now = store.now_ms()
+        seen: list[Any] = []
+        for q in by_queue:
+            seen += [now, q]
+        notes.append(("ZADD", keys.reply_queues(account), *seen))
+        notes.append(("ZREMRANGEBYSCORE", keys.reply_queues(account), "-inf", now - QUEUE_SEEN_MS))
+    if undeliverable:
+        notes.append(("HINCRBY", keys.counters(account), "replies_undeliverable", undeliverable))
+    if notes:
+        store.read(Read(notes, lambda out: None))
+    if parked:
+        store.run(trim_parked(keys, account, len(raw), refused))
+    else:
+        last = max((seq for seq, _, _ in entries), default=0)
+        store.run(trim_outbox(keys, account, last, len(raw), refused))
+    return Drained(pushed, len(raw), undeliverable, len(refused))
+
+
+def drain_all(store: Store, account: str) -> int:
+    """Drain the account's outbox until it is empty (or only refusals are left); pushed count."""
+    total = 0
+    while True:
+        d = drain(store, account)
+        total += d.pushed
+        if d.entries < DRAIN_CHUNK:
+            return total
+
+
+def backlog(keys: Keys, accounts: Sequence[str]) -> Read[dict[str, tuple[int, int]]]:
+    """(outbox length, parked length) per account: replies not on their queues yet."""
+    names = list(accounts)
+    commands: list[tuple[Any, ...]] = []
+    for a in names:
+        commands += [("LLEN", keys.reply_outbox(a)), ("LLEN", keys.reply_parked(a))]
+    return Read(
+        commands,
+        lambda out: {a: (int(out[2 * i]), int(out[2 * i + 1])) for i, a in enumerate(names)},
+    )
