@@ -5,7 +5,13 @@ delete, and a results stream that survives broken connections.
 from __future__ import annotations
 
 from batchd.api.client import BatchesClient
-from batchd.api.jsonl import LineDecoder, iter_lines, parse_result_line
+from batchd.api.jsonl import (
+    LineDecoder,
+    find_custom_id,
+    iter_lines,
+    parse_result_line,
+    read_result_line,
+)
 from batchd.api.models import BatchPage, MessageBatch, RequestCounts, ResultLine
 from batchd.api.retry import RetryPolicy, parse_retry_after
 
@@ -17,7 +23,9 @@ __all__ = [
     "RequestCounts",
     "ResultLine",
     "RetryPolicy",
+    "find_custom_id",
     "iter_lines",
     "parse_result_line",
     "parse_retry_after",
+    "read_result_line",
 ]

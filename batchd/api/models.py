@@ -74,13 +74,23 @@ class ResultLine:
     """One line of a batch's results: its `custom_id`, its parsed `result`, and the line's bytes.
 
     `raw` is the whole line without its line ending, so it can be stored or forwarded unparsed.
+
+    A `damaged` line is one that is in the results but could not be read as it should: not
+    valid UTF-8, not strict JSON (a lone `\\ud800` escape), or without a result object. Its
+    `custom_id` was still readable, so its request has an answer (possibly a billed one) and
+    must not be sent again. `result` is what could be recovered (invalid bytes and lone
+    surrogates replaced with U+FFFD), or None when nothing could; `problem` says what was wrong.
     """
 
     custom_id: str
-    result: dict[str, Any]
+    result: dict[str, Any] | None
     raw: bytes
+    damaged: bool = False
+    problem: str | None = None
 
     @property
     def type(self) -> str:
-        """`succeeded`, `errored`, `canceled` or `expired`."""
+        """`succeeded`, `errored`, `canceled` or `expired`; empty when no result was recovered."""
+        if self.result is None:
+            return ""
         return str(self.result.get("type", ""))
