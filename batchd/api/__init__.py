@@ -5,6 +5,7 @@ delete, and a results stream that survives broken connections.
 from __future__ import annotations
 
 from batchd.api.client import BatchesClient
+from batchd.api.headers import beta_header, normalize_betas
 from batchd.api.jsonl import (
     LineDecoder,
     find_custom_id,
@@ -13,18 +14,23 @@ from batchd.api.jsonl import (
     read_result_line,
 )
 from batchd.api.models import BatchPage, MessageBatch, RequestCounts, ResultLine
+from batchd.api.ratelimit import LimitWindow, RateLimit
 from batchd.api.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
     "BatchPage",
     "BatchesClient",
+    "LimitWindow",
     "LineDecoder",
     "MessageBatch",
+    "RateLimit",
     "RequestCounts",
     "ResultLine",
     "RetryPolicy",
+    "beta_header",
     "find_custom_id",
     "iter_lines",
+    "normalize_betas",
     "parse_result_line",
     "parse_retry_after",
     "read_result_line",
