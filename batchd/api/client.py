@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from importlib import metadata
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -16,8 +16,10 @@ import httpx
 import orjson
 import pydantic
 
+from batchd.api.headers import Betas, request_headers
 from batchd.api.jsonl import LineDecoder, parse_result_line, result_from_object
 from batchd.api.models import BatchPage, DeletedBatch, MessageBatch, ResultLine
+from batchd.api.ratelimit import RateLimit
 from batchd.api.retry import RetryPolicy
 from batchd.api.translate import excerpt, redact, redact_tree, status_error, transport_error
 from batchd.errors import (
@@ -51,6 +53,8 @@ ERROR_BODY_LIMIT = 64 * 1024
 OnCall = Callable[[str, int | None, float], None]
 #: Called with the line number and the error of a results line that is not a result.
 OnBadLine = Callable[[int, APIResponseError], None]
+#: Called with the rate-limit state of every answer that reports one.
+OnRateLimit = Callable[[RateLimit], None]
 Body = bytes | Iterable[bytes] | Callable[[], Iterable[bytes]]
 _Model = TypeVar("_Model", bound=pydantic.BaseModel)
 
@@ -63,7 +67,11 @@ def _user_agent() -> str:
 
 
 class BatchesClient:
-    """A synchronous client for the Message Batches API; one per account, closed when done."""
+    """A synchronous client for the Message Batches API; one per account, closed when done.
+
+    Every answer's rate-limit headers are kept (`last_rate_limit`, `rate_limits`) and handed to
+    `on_rate_limit`; every attempt is reported to `on_call(operation, status, seconds)`.
+    """
 
     def __init__(
         self,
@@ -76,12 +84,16 @@ class BatchesClient:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         on_call: OnCall | None = None,
+        on_rate_limit: OnRateLimit | None = None,
     ) -> None:
         if not api_key:
             raise ConfigError("BatchesClient needs an API key", ["api_key: missing"])
         self.base_url = base_url.rstrip("/")
         self.retry = retry if retry is not None else RetryPolicy()
         self._on_call = on_call
+        self._on_rate_limit = on_rate_limit
+        self._rate_limits: dict[str, RateLimit] = {}
+        self._last_rate_limit: RateLimit | None = None
         # Kept only to scrub it from error excerpts a proxy might echo it into.
         self._secrets = (api_key,)
         self._sleep: Callable[[float], None] = time.sleep
@@ -102,6 +114,7 @@ class BatchesClient:
                 pool=connect_timeout,
             ),
             transport=transport,
+            # A redirect would carry the API key to wherever it points: it is an error instead.
             follow_redirects=False,
         )
 
@@ -132,6 +145,17 @@ class BatchesClient:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def last_rate_limit(self) -> RateLimit | None:
+        """The rate-limit state of the latest answer that reported one, whatever its call."""
+        return self._last_rate_limit
+
+    @property
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """The latest rate-limit state per scope (`batches`, `messages`, `count_tokens`,
+        `models`): each has its own limits, so each keeps its own latest answer."""
+        return dict(self._rate_limits)
+
     def __enter__(self) -> BatchesClient:
         return self
 
@@ -140,7 +164,14 @@ class BatchesClient:
 
     # -- the six operations ---------------------------------------------------------------
 
-    def create(self, body: Body, content_length: int, *, retries: bool = True) -> MessageBatch:
+    def create(
+        self,
+        body: Body,
+        content_length: int,
+        *,
+        retries: bool = True,
+        betas: Betas | None = None,
+    ) -> MessageBatch:
         """POST a batch whose JSON body is streamed from `body`, exactly `content_length` bytes.
 
         `body` is an iterable of bytes chunks, or a factory returning a fresh one. The chunks are
@@ -149,9 +180,13 @@ class BatchesClient:
         and any failure is raised. An exception raised by the body iterator aborts the upload
         (the connection is dropped before the body is complete) and propagates unchanged; a
         body of the wrong total size raises BodyLengthError the same way.
+
+        `betas` are sent as `anthropic-beta` (sorted, comma-separated) and apply to every
+        request of the batch; batches of different beta sets are different batches.
         """
         if content_length < 0:
             raise ValueError("content_length must be >= 0")
+        headers = request_headers(betas)
         factory, repeatable = _body_factory(body)
 
         def checked() -> Iterator[bytes]:
@@ -164,6 +199,7 @@ class BatchesClient:
             body=checked,
             content_length=content_length,
             max_retries=self.retry.max_retries if retries and repeatable else 0,
+            headers=headers,
         )
         batch = self._parse(response, MessageBatch, "create")
         self._log.info(
@@ -171,17 +207,25 @@ class BatchesClient:
             batch_id=batch.id,
             requests=batch.total,
             bytes=content_length,
+            betas=headers.get("anthropic-beta"),
             request_id=response.headers.get("request-id"),
         )
         return batch
 
-    def retrieve(self, batch_id: str) -> MessageBatch:
-        """The batch's current state (the polling call)."""
-        response = self._send("retrieve", "GET", _batch_path(batch_id))
+    def retrieve(self, batch_id: str, *, betas: Betas | None = None) -> MessageBatch:
+        """The batch's current state (the polling call), `results_url` included once ended."""
+        response = self._send(
+            "retrieve", "GET", _batch_path(batch_id), headers=request_headers(betas)
+        )
         return self._parse(response, MessageBatch, "retrieve")
 
     def list(
-        self, *, before_id: str | None = None, after_id: str | None = None, limit: int = 20
+        self,
+        *,
+        before_id: str | None = None,
+        after_id: str | None = None,
+        limit: int = 20,
+        betas: Betas | None = None,
     ) -> BatchPage:
         """One page of the account's batches, newest first."""
         params: dict[str, str | int] = {"limit": limit}
@@ -189,7 +233,9 @@ class BatchesClient:
             params["before_id"] = before_id
         if after_id is not None:
             params["after_id"] = after_id
-        response = self._send("list", "GET", BATCHES_PATH, params=params)
+        response = self._send(
+            "list", "GET", BATCHES_PATH, params=params, headers=request_headers(betas)
+        )
         return self._parse(response, BatchPage, "list")
 
     def iter_batches(
@@ -198,6 +244,7 @@ class BatchesClient:
         limit: int = 100,
         after_id: str | None = None,
         before_id: str | None = None,
+        betas: Betas | None = None,
     ) -> Iterator[MessageBatch]:
         """Every batch, page after page, newest first (from `after_id` on, if given).
 
@@ -205,7 +252,7 @@ class BatchesClient:
         """
         backwards = before_id is not None and after_id is None
         while True:
-            page = self.list(before_id=before_id, after_id=after_id, limit=limit)
+            page = self.list(before_id=before_id, after_id=after_id, limit=limit, betas=betas)
             yield from page.data
             if not page.has_more or not page.data:
                 return
@@ -217,14 +264,18 @@ class BatchesClient:
             else:
                 after_id = cursor
 
-    def cancel(self, batch_id: str) -> MessageBatch:
+    def cancel(self, batch_id: str, *, betas: Betas | None = None) -> MessageBatch:
         """Ask the API to cancel a batch; it answers with the batch, usually `canceling`."""
-        response = self._send("cancel", "POST", _batch_path(batch_id) + "/cancel")
+        response = self._send(
+            "cancel", "POST", _batch_path(batch_id) + "/cancel", headers=request_headers(betas)
+        )
         return self._parse(response, MessageBatch, "cancel")
 
-    def delete(self, batch_id: str) -> str:
+    def delete(self, batch_id: str, *, betas: Betas | None = None) -> str:
         """Delete an ended batch; returns the deleted batch's id."""
-        response = self._send("delete", "DELETE", _batch_path(batch_id))
+        response = self._send(
+            "delete", "DELETE", _batch_path(batch_id), headers=request_headers(betas)
+        )
         return self._parse(response, DeletedBatch, "delete").id
 
     def results(
@@ -234,6 +285,7 @@ class BatchesClient:
         resume: bool = True,
         skip: int = 0,
         on_bad_line: OnBadLine | None = None,
+        betas: Betas | None = None,
     ) -> Generator[ResultLine, None, None]:
         """Stream a batch's results, one ResultLine per JSONL line, as they arrive.
 
@@ -251,6 +303,7 @@ class BatchesClient:
         if skip < 0:
             raise ValueError("skip must be >= 0")
         path = _batch_path(batch_id) + "/results"
+        headers = request_headers(betas)
         delivered = 0
         to_skip = skip
         # custom_ids already handed over (or skipped): the dedupe key when a stream is re-read.
@@ -273,7 +326,7 @@ class BatchesClient:
 
         while True:
             try:
-                response = self._send("results", "GET", path, stream=True)
+                response = self._send("results", "GET", path, stream=True, headers=headers)
             except APIError as exc:
                 if first_request:
                     raise
@@ -369,6 +422,7 @@ class BatchesClient:
         content_length: int | None = None,
         max_retries: int | None = None,
         stream: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send one API call with retries; return a 2xx response (still open when `stream`).
 
@@ -378,14 +432,14 @@ class BatchesClient:
         limit = self.retry.max_retries if max_retries is None else max_retries
         attempt = 0
         while True:
-            headers: dict[str, str] = {}
+            request_headers_: dict[str, str] = dict(headers) if headers else {}
             content: Iterator[bytes] | None = None
             if body is not None:
                 content = body()
                 # An explicit length keeps httpx from chunking and lets the API refuse early.
-                headers["content-length"] = str(content_length)
+                request_headers_["content-length"] = str(content_length)
             request = self._http.build_request(
-                method, path, params=params, content=content, headers=headers
+                method, path, params=params, content=content, headers=request_headers_
             )
             started = time.monotonic()
             try:
@@ -404,6 +458,7 @@ class BatchesClient:
                 attempt += 1
                 continue
             self._record(operation, response.status_code, started)
+            self._note_rate_limit(operation, response)
             if response.is_success:
                 return response
             try:
@@ -442,6 +497,21 @@ class BatchesClient:
             self._on_call(operation, status, time.monotonic() - started)
         except Exception:  # a broken metrics hook must not fail an API call
             self._log.exception("on_call hook failed", operation=operation)
+
+    def _note_rate_limit(self, operation: str, response: httpx.Response) -> None:
+        limits = RateLimit.from_headers(
+            response.headers, operation=operation, status=response.status_code
+        )
+        if limits is None:
+            return
+        self._rate_limits[limits.scope] = limits
+        self._last_rate_limit = limits
+        if self._on_rate_limit is None:
+            return
+        try:
+            self._on_rate_limit(limits)
+        except Exception:  # a broken metrics hook must not fail an API call
+            self._log.exception("on_rate_limit hook failed", operation=operation)
 
     def _parse(self, response: httpx.Response, model: type[_Model], operation: str) -> _Model:
         request_id = response.headers.get("request-id")

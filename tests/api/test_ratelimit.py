@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from batchd.api import LimitWindow, RateLimit
+import pytest
+
+from batchd import errors
+from batchd.api import BatchesClient, LimitWindow, RateLimit, RetryPolicy
+from tests.support.emulator import EmulatorProcess
+
+from .conftest import EMULATOR_RETRY
+from .helpers import Script, batch_json, error_json, json_response, jsonl_response, make_client
+from .rawserver import RawServer, http_answer
 
 HEADERS = {
     "anthropic-ratelimit-requests-limit": "1000",
@@ -71,3 +80,84 @@ def test_unparsable_values_read_as_none_but_stay_raw() -> None:
     unified = limits.windows["unified"]
     assert unified.reset == datetime.fromtimestamp(1755780059, UTC)
     assert dict(limits.raw) == odd
+
+
+def test_error_answers_report_their_rate_limit_too() -> None:
+    """A final 429 raises, and its headers were recorded before it did."""
+    answer = json_response(
+        429,
+        error_json("rate_limit_error", "slow down"),
+        **{"retry-after": "2", "anthropic-ratelimit-requests-remaining": "0"},
+    )
+    with make_client(Script(answer), retry=RetryPolicy(max_retries=0)) as client:
+        with pytest.raises(errors.RateLimitError):
+            client.list()
+        limits = client.last_rate_limit
+    assert limits is not None and limits.status == 429
+    assert limits.retry_after == 2.0
+    assert limits.requests is not None and limits.requests.remaining == 0
+
+
+def test_the_results_stream_reports_its_rate_limit() -> None:
+    """The streamed results answer is a response path like any other."""
+    response, _ = jsonl_response([b""])
+    response.headers["anthropic-ratelimit-requests-remaining"] = "12"
+    with make_client(Script(response)) as client:
+        list(client.results("b"))
+        limits = client.rate_limits["batches"]
+    assert limits.operation == "results"
+    assert limits.requests is not None and limits.requests.remaining == 12
+
+
+def test_a_failing_hook_does_not_fail_the_call() -> None:
+    """A broken on_rate_limit hook is logged, not raised."""
+
+    def broken(_limits: RateLimit) -> None:
+        raise RuntimeError("metrics down")
+
+    script = Script(json_response(200, batch_json(), **HEADERS))
+    with make_client(script, on_rate_limit=broken) as client:
+        assert client.retrieve("msgbatch_01").id == "msgbatch_01"
+
+
+@pytest.fixture
+def limited_server() -> Iterator[RawServer]:
+    body = b'{"data":[],"has_more":false,"first_id":null,"last_id":null}'
+    server = RawServer(http_answer(200, body, headers=HEADERS))
+    yield server
+    server.close()
+
+
+def test_headers_off_the_wire_reach_the_client(limited_server: RawServer) -> None:
+    """Over a real socket, the headers the server sent are what the client reports."""
+    with BatchesClient("sk-ant-raw", base_url=limited_server.url) as client:
+        client.list()
+        limits = client.last_rate_limit
+    assert limits is not None
+    assert limits.tokens is not None and limits.tokens.remaining == 95000
+    assert limited_server.upload(0).request_line.startswith("GET /v1/messages/batches?")
+
+
+def test_emulator_429_retry_after_is_recorded(emu: EmulatorProcess) -> None:
+    """The emulator's 429 carries retry-after; the client records it, then retries and succeeds."""
+    seen: list[RateLimit] = []
+    statuses: list[int | None] = []
+
+    def on_call(_op: str, status: int | None, _s: float) -> None:
+        statuses.append(status)
+        if status == 429:
+            emu.set_profile({})
+
+    emu.set_profile({"http_429_rate": 1.0, "retry_after": 3, "fault_operations": ["list"]})
+    client = BatchesClient(
+        emu.api_key,
+        base_url=emu.url,
+        retry=EMULATOR_RETRY,
+        on_call=on_call,
+        on_rate_limit=seen.append,
+    )
+    client._sleep = lambda _s: None
+    with client:
+        client.list()
+    assert statuses == [429, 200]
+    assert [(r.status, r.retry_after) for r in seen] == [(429, 3.0)]
