@@ -1,5 +1,5 @@
 """The Anthropic Message Batches API client batchd's stages call: create, poll, list, cancel,
-delete, and a results stream that survives broken connections.
+delete, and a results stream that survives broken connections and damaged lines.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from batchd.api.jsonl import (
 from batchd.api.models import BatchPage, MessageBatch, RequestCounts, ResultLine
 from batchd.api.ratelimit import LimitWindow, RateLimit
 from batchd.api.retry import RetryPolicy, parse_retry_after
+from batchd.api.stream import ResultsStream
 
 __all__ = [
     "BatchPage",
@@ -26,6 +27,7 @@ __all__ = [
     "RateLimit",
     "RequestCounts",
     "ResultLine",
+    "ResultsStream",
     "RetryPolicy",
     "beta_header",
     "find_custom_id",

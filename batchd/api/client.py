@@ -6,7 +6,9 @@ Every call goes through `_send` (auth headers, retries, error translation, metri
 from __future__ import annotations
 
 import builtins
+import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from importlib import metadata
 from typing import Any, TypeVar
@@ -17,10 +19,18 @@ import orjson
 import pydantic
 
 from batchd.api.headers import Betas, request_headers
-from batchd.api.jsonl import LineDecoder, parse_result_line, result_from_object
+from batchd.api.jsonl import (
+    LineDecoder,
+    decode_json_line,
+    parse_result_line,
+    read_result_line,
+    result_from_object,
+    result_from_value,
+)
 from batchd.api.models import BatchPage, DeletedBatch, MessageBatch, ResultLine
 from batchd.api.ratelimit import RateLimit
 from batchd.api.retry import RetryPolicy
+from batchd.api.stream import ResultsStream
 from batchd.api.translate import excerpt, redact, redact_tree, status_error, transport_error
 from batchd.errors import (
     APIError,
@@ -117,6 +127,7 @@ class BatchesClient:
             # A redirect would carry the API key to wherever it points: it is an error instead.
             follow_redirects=False,
         )
+        self._origin = _origin(httpx.URL(self.base_url))
 
     @classmethod
     def from_settings(cls, settings: Settings, account: str, **kw: Any) -> BatchesClient:
@@ -278,6 +289,8 @@ class BatchesClient:
         )
         return self._parse(response, DeletedBatch, "delete").id
 
+    # -- results ----------------------------------------------------------------------------
+
     def results(
         self,
         batch_id: str,
@@ -285,62 +298,187 @@ class BatchesClient:
         resume: bool = True,
         skip: int = 0,
         on_bad_line: OnBadLine | None = None,
+        results_url: str | None = None,
         betas: Betas | None = None,
-    ) -> Generator[ResultLine, None, None]:
+        expected: int | None = None,
+        recover: bool = False,
+    ) -> ResultsStream:
         """Stream a batch's results, one ResultLine per JSONL line, as they arrive.
 
-        `skip` drops the first `skip` lines (a caller resuming by count). With `resume`, a stream
-        that breaks is requested again and lines whose custom_id was already delivered are
-        skipped, so each line is seen once; after `max_retries` breaks without progress,
-        ResultsStreamError says how many lines were delivered. The HTTP response is closed
-        however the iteration ends; a caller stopping early should `close()` the generator (or
-        let it be collected) to release the connection at once.
+        The results come from `results_url` when given (see `results_from`), else from the
+        documented path of `batch_id`. `skip` drops the first `skip` lines (a caller resuming
+        by count). With `resume`, a stream that breaks is requested again and lines whose
+        custom_id was already delivered are skipped, so each line is seen once; after
+        `max_retries` breaks without progress, ResultsStreamError says how many lines were
+        delivered. The HTTP response is closed however the iteration ends; a caller stopping
+        early should `close()` the stream (or let it be collected) to release the connection.
 
-        A line that is not a result (not JSON, no custom_id, no result object) raises
-        APIResponseError, unless `on_bad_line(line_number, error)` is given: then it is reported
-        there and skipped, since reading the stream again would only meet it again.
+        A line that is not a result raises APIResponseError, unless
+        `on_bad_line(line_number, error)` is given: then it is reported there (once, even if a
+        resume reads it again) and skipped, since reading the stream again would only meet it
+        again. With `recover` (the default of `results_from`), only lines whose custom_id
+        cannot be read are such lines: one that is damaged (not valid UTF-8, not strict JSON,
+        no result object) but names its custom_id is delivered flagged `damaged`, with what
+        could be recovered (see ResultLine), since its request has an answer, possibly a
+        billed one, and must not be sent again.
+
+        The returned ResultsStream counts what it delivered and tells whether the download
+        ended cleanly; with `expected` (the batch's size) it also tells whether it came short.
         """
         if skip < 0:
             raise ValueError("skip must be >= 0")
-        path = _batch_path(batch_id) + "/results"
-        headers = request_headers(betas)
-        delivered = 0
+        url = self._results_location(batch_id, results_url)
+        stream = ResultsStream(expected=expected)
+        stream.attach(
+            self._read_results(
+                stream,
+                batch_id,
+                url,
+                headers=request_headers(betas),
+                resume=resume,
+                skip=skip,
+                on_bad_line=on_bad_line,
+                recover=recover,
+            )
+        )
+        return stream
+
+    def results_from(
+        self,
+        batch: MessageBatch,
+        *,
+        resume: bool = True,
+        skip: int = 0,
+        on_bad_line: OnBadLine | None = None,
+        betas: Betas | None = None,
+        recover: bool = True,
+    ) -> ResultsStream:
+        """Stream the results of an ended batch from its `results_url`, as the API asks.
+
+        As `results`, except that damaged lines with a readable custom_id are delivered flagged
+        (`recover`) unless told otherwise.
+
+        The URL is fetched exactly when it is on the configured API's origin (scheme, host and
+        port of `base_url`); only there is the API key sent. A `results_url` on another origin
+        is never contacted, so the key cannot leak to it and no one else's answer is read as
+        results. If its path is this batch's documented results path (a gateway in front of the
+        API passing the API's answers through unchanged), that path is fetched from the
+        configured API instead; any other foreign URL raises APIResponseError before any
+        request. A batch that has ended without a `results_url` is read from the documented
+        path. The stream's `expected` is the batch's size, to compare `lines` with.
+        """
+        if not batch.ended:
+            raise ValueError(
+                f"batch {batch.id} is {batch.processing_status}: it has no results before it ends"
+            )
+        return self.results(
+            batch.id,
+            resume=resume,
+            skip=skip,
+            on_bad_line=on_bad_line,
+            results_url=batch.results_url,
+            betas=betas,
+            expected=batch.total,
+            recover=recover,
+        )
+
+    def _results_location(self, batch_id: str, results_url: str | None) -> str:
+        """What to GET for a batch's results: a path on the configured API, or a full URL on it."""
+        documented = _batch_path(batch_id) + "/results"
+        if results_url is None:
+            return documented
+        base = httpx.URL(self.base_url)
+        try:
+            url = httpx.URL(results_url)
+        except httpx.InvalidURL as exc:
+            raise APIResponseError(f"results_url of {batch_id} is not a URL: {exc}") from exc
+        if not url.is_absolute_url:
+            url = base.join(url)
+        if url.scheme in ("http", "https") and _origin(url) == self._origin:
+            return str(url)
+        if url.raw_path.split(b"?", 1)[0] == documented.encode("ascii"):
+            self._log.warning(
+                "results_url is on another origin; reading the same path from the API",
+                batch_id=batch_id,
+                results_origin=f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}",
+            )
+            return documented + (f"?{url.query.decode('ascii')}" if url.query else "")
+        raise APIResponseError(
+            f"results_url of {batch_id} is on another origin than the configured API"
+            f" ({url.scheme}://{url.netloc.decode('ascii', 'replace')}) and is not its results"
+            " path: not followed, so the API key is not sent there"
+        )
+
+    def _read_results(
+        self,
+        stream: ResultsStream,
+        batch_id: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        resume: bool,
+        skip: int,
+        on_bad_line: OnBadLine | None,
+        recover: bool,
+    ) -> Generator[ResultLine, None, None]:
+        read_line = read_result_line if recover else parse_result_line
+        read_last = _read_last_line if recover else _parse_last_line
         to_skip = skip
         # custom_ids already handed over (or skipped): the dedupe key when a stream is re-read.
         seen: set[str] | None = set() if resume else None
+        # Unreadable lines have no custom_id: a re-read recognises them by their bytes, counted
+        # as a multiset, so each is reported once however many times it is read.
+        reported_bad: Counter[bytes] = Counter()
         breaks = 0
-        first_request = True
 
         def admit(item: ResultLine) -> bool:
             nonlocal to_skip
-            if to_skip:
-                to_skip -= 1
-                if seen is not None:
-                    seen.add(item.custom_id)
+            if seen is not None and item.custom_id in seen:
+                stream.repeated += 1
                 return False
             if seen is not None:
-                if item.custom_id in seen:
-                    return False
                 seen.add(item.custom_id)
+            if to_skip:
+                to_skip -= 1
+                stream.skipped += 1
+                return False
+            stream.delivered += 1
+            if item.damaged:
+                stream.damaged += 1
             return True
+
+        def unreadable(
+            lineno: int, line: bytes, bad: APIResponseError, read: Counter[bytes]
+        ) -> None:
+            digest = hashlib.blake2b(line, digest_size=16).digest()
+            read[digest] += 1
+            if read[digest] <= reported_bad[digest]:
+                return  # reported when an earlier download met it
+            reported_bad[digest] = read[digest]
+            stream.unreadable += 1
+            if on_bad_line is None:
+                raise bad
+            on_bad_line(lineno, bad)
 
         while True:
             try:
-                response = self._send("results", "GET", path, stream=True, headers=headers)
+                response = self._send("results", "GET", url, stream=True, headers=headers)
             except APIError as exc:
-                if first_request:
+                if stream.downloads == 0:
                     raise
                 # The caller needs the count to know what it already holds.
                 raise ResultsStreamError(
-                    f"results of {batch_id}: could not resume after {delivered} lines: {exc}",
-                    delivered=delivered,
+                    f"results of {batch_id}: could not resume after {stream.delivered} lines:"
+                    f" {exc}",
+                    delivered=stream.delivered,
                     status=exc.status,
                     error_type=exc.error_type,
                     request_id=exc.request_id,
                     retry_after=exc.retry_after,
                 ) from exc
-            first_request = False
-            progressed = False
+            stream.downloads += 1
+            read_bad: Counter[bytes] = Counter()
+            before = stream.delivered
             failure: BaseException | None = None
             reason = ""
             try:
@@ -350,15 +488,11 @@ class BatchesClient:
                     for chunk in response.iter_bytes():
                         for lineno, line in decoder.feed(chunk):
                             try:
-                                item = parse_result_line(line, lineno)
+                                item = read_line(line, lineno)
                             except APIResponseError as bad:
-                                if on_bad_line is None:
-                                    raise
-                                on_bad_line(lineno, bad)
+                                unreadable(lineno, line, bad, read_bad)
                                 continue
                             if admit(item):
-                                delivered += 1
-                                progressed = True
                                 yield item
                 except httpx.HTTPError as exc:
                     failure = exc
@@ -366,35 +500,30 @@ class BatchesClient:
                 else:
                     last = decoder.flush()
                     if last is not None:
-                        # No newline at the very end: complete JSON is a last line, a cut one
-                        # means the body ended early.
+                        # No newline at the very end: a whole JSON value is a last line, a cut
+                        # one means the body ended early.
                         lineno, line = last
                         try:
-                            obj = orjson.loads(line)
-                        except orjson.JSONDecodeError as exc:
+                            item = read_last(line, lineno)
+                        except _CutOff as exc:
                             failure = exc
                             reason = f"line {lineno} cut off at end of stream ({len(line)} bytes)"
+                        except APIResponseError as bad:
+                            unreadable(lineno, line, bad, read_bad)
                         else:
-                            try:
-                                item = result_from_object(obj, line, lineno)
-                            except APIResponseError as bad:
-                                if on_bad_line is None:
-                                    raise
-                                on_bad_line(lineno, bad)
-                                return
                             if admit(item):
-                                delivered += 1
                                 yield item
                     if failure is None:
+                        stream.ended_cleanly = True
                         return
             finally:
                 response.close()
-            if progressed:
+            if stream.delivered > before:
                 breaks = 0
             if not resume or breaks >= self.retry.max_retries:
                 raise ResultsStreamError(
-                    f"results of {batch_id} broke after {delivered} lines ({reason})",
-                    delivered=delivered,
+                    f"results of {batch_id} broke after {stream.delivered} lines ({reason})",
+                    delivered=stream.delivered,
                     request_id=response.headers.get("request-id"),
                 ) from failure
             wait = self.retry.delay(breaks)
@@ -402,7 +531,7 @@ class BatchesClient:
             self._log.warning(
                 "results stream broke, resuming",
                 batch_id=batch_id,
-                delivered=delivered,
+                delivered=stream.delivered,
                 attempt=breaks,
                 wait=round(wait, 3),
                 reason=reason,
@@ -548,6 +677,39 @@ class BatchesClient:
             status=response.status_code,
             request_id=response.headers.get("request-id"),
         )
+
+
+class _CutOff(ValueError):
+    """The unterminated last line of a results body is not whole JSON: the body was cut."""
+
+
+def _parse_last_line(line: bytes, lineno: int) -> ResultLine:
+    """The unterminated last line, strictly: whole JSON is a line, anything else a cut."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise _CutOff(str(exc)) from exc
+    return result_from_object(value, line, lineno)
+
+
+def _read_last_line(line: bytes, lineno: int) -> ResultLine:
+    """The unterminated last line, recovering: JSON read leniently is a (damaged) line.
+
+    A custom_id read from the raw bytes proves nothing here, since a cut line has one too.
+    """
+    try:
+        value, problem = decode_json_line(line)
+    except ValueError as exc:
+        raise _CutOff(str(exc)) from exc
+    return result_from_value(value, line, lineno, problem)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what must match for a URL to get the API key."""
+    port = url.port
+    if port is None:
+        port = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host, port)
 
 
 def _batch_path(batch_id: str) -> str:
