@@ -1,6 +1,7 @@
-"""BatchesClient: the six Message Batches API operations over one keep-alive httpx.Client.
+"""BatchesClient: the Message Batches API operations over one keep-alive httpx.Client, plus the
+real-time and pass-through calls (messages, count_tokens, models) batchd makes beside them.
 
-Every call goes through `_send` (auth headers, retries, error translation, metrics hook).
+Every call goes through `_send` (auth headers, retries, error translation, metrics hooks).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import httpx
 import orjson
 import pydantic
 
-from batchd.api.headers import Betas, request_headers
+from batchd.api.headers import Betas, passed_on, request_headers
 from batchd.api.jsonl import (
     LineDecoder,
     decode_json_line,
@@ -27,7 +28,14 @@ from batchd.api.jsonl import (
     result_from_object,
     result_from_value,
 )
-from batchd.api.models import BatchPage, DeletedBatch, MessageBatch, ResultLine
+from batchd.api.models import (
+    APIResponse,
+    BatchPage,
+    DeletedBatch,
+    MessageBatch,
+    MessageResponse,
+    ResultLine,
+)
 from batchd.api.ratelimit import RateLimit
 from batchd.api.retry import RetryPolicy
 from batchd.api.stream import ResultsStream
@@ -43,6 +51,9 @@ from batchd.logs import get_logger
 from batchd.settings import Settings
 
 BATCHES_PATH = "/v1/messages/batches"
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+MODELS_PATH = "/v1/models"
 
 #: Content types the results endpoint is known to use; an HTML or JSON page is not results.
 RESULTS_CONTENT_TYPES = frozenset(
@@ -59,13 +70,17 @@ RESULTS_CONTENT_TYPES = frozenset(
 
 #: How much of an error body is read: enough for any API error, bounded against a huge page.
 ERROR_BODY_LIMIT = 64 * 1024
+#: The largest body a pass-through call hands on; it is never handed on cut short.
+PASSTHROUGH_BODY_LIMIT = 32 * 1024 * 1024
 
 OnCall = Callable[[str, int | None, float], None]
-#: Called with the line number and the error of a results line that is not a result.
+#: Called with the line number and the error of a results line whose custom_id is unreadable.
 OnBadLine = Callable[[int, APIResponseError], None]
 #: Called with the rate-limit state of every answer that reports one.
 OnRateLimit = Callable[[RateLimit], None]
 Body = bytes | Iterable[bytes] | Callable[[], Iterable[bytes]]
+Params = bytes | Mapping[str, Any]
+Timeout = float | httpx.Timeout | None
 _Model = TypeVar("_Model", bound=pydantic.BaseModel)
 
 
@@ -77,9 +92,11 @@ def _user_agent() -> str:
 
 
 class BatchesClient:
-    """A synchronous client for the Message Batches API; one per account, closed when done.
+    """A synchronous client for one account's Anthropic API; closed when done.
 
-    Every answer's rate-limit headers are kept (`last_rate_limit`, `rate_limits`) and handed to
+    The Message Batches operations, the real-time Messages call and the pass-through calls
+    share one keep-alive connection pool, one retry policy and the same error tree. Every
+    answer's rate-limit headers are kept (`last_rate_limit`, `rate_limits`) and handed to
     `on_rate_limit`; every attempt is reported to `on_call(operation, status, seconds)`.
     """
 
@@ -173,7 +190,7 @@ class BatchesClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- the six operations ---------------------------------------------------------------
+    # -- the Message Batches operations ---------------------------------------------------
 
     def create(
         self,
@@ -538,6 +555,182 @@ class BatchesClient:
             )
             self._sleep(wait)
 
+    # -- real-time and pass-through calls ----------------------------------------------------
+
+    def messages_create(
+        self,
+        params: Params,
+        *,
+        betas: Betas | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str | int] | None = None,
+        timeout: Timeout = None,
+        retries: bool | int = True,
+    ) -> MessageResponse:
+        """One real-time Messages API call (`POST /v1/messages`); returns the Message.
+
+        `params` is the request body: JSON bytes sent unchanged, or a mapping encoded here
+        (`stream: true` is refused, this call reads one JSON answer). `retries` is True for the
+        client's policy, False for a single attempt (so an unanswered call can be reconciled
+        before anything is sent again: a resent message is billed again), or a number of
+        retries. Error answers raise the same errors as every other call; an answer that is not
+        a Message raises APIResponseError. `timeout` (seconds) bounds each read and write.
+        """
+        content = _params_bytes(params)
+        response = self._send(
+            "messages",
+            "POST",
+            MESSAGES_PATH,
+            params=dict(query) if query else None,
+            body=_whole(content),
+            content_length=len(content),
+            max_retries=self._retries(retries),
+            headers=request_headers(betas, extra_headers),
+            timeout=self._call_timeout(timeout),
+        )
+        answer = _answer("messages", response, response.content)
+        message = answer.json()
+        if not isinstance(message, dict) or message.get("type") != "message":
+            raise APIResponseError(
+                f"messages: answer is not a Message: {excerpt(response.content, self._secrets)!r}",
+                status=response.status_code,
+                request_id=answer.request_id,
+            )
+        return MessageResponse(
+            status=answer.status,
+            headers=answer.headers,
+            content=answer.content,
+            request_id=answer.request_id,
+            rate_limit=answer.rate_limit,
+            message=message,
+        )
+
+    def count_tokens(
+        self,
+        params: Params,
+        *,
+        betas: Betas | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str | int] | None = None,
+        timeout: Timeout = None,
+        retries: bool | int = True,
+    ) -> APIResponse:
+        """Pass-through of `POST /v1/messages/count_tokens`: the answer as it came, errors too."""
+        content = _params_bytes(params)
+        return self._pass_through(
+            "count_tokens",
+            "POST",
+            COUNT_TOKENS_PATH,
+            query=query,
+            body=content,
+            betas=betas,
+            extra_headers=extra_headers,
+            timeout=timeout,
+            retries=retries,
+        )
+
+    def list_models(
+        self,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        betas: Betas | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        timeout: Timeout = None,
+        retries: bool | int = True,
+    ) -> APIResponse:
+        """Pass-through of `GET /v1/models` (`query`: before_id, after_id, limit as the caller
+        gave them): the answer as it came, errors too."""
+        return self._pass_through(
+            "list_models",
+            "GET",
+            MODELS_PATH,
+            query=query,
+            betas=betas,
+            extra_headers=extra_headers,
+            timeout=timeout,
+            retries=retries,
+        )
+
+    def retrieve_model(
+        self,
+        model_id: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        betas: Betas | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        timeout: Timeout = None,
+        retries: bool | int = True,
+    ) -> APIResponse:
+        """Pass-through of `GET /v1/models/{model_id}`: the answer as it came, errors too."""
+        if not model_id:
+            raise ValueError("model_id must not be empty")
+        return self._pass_through(
+            "retrieve_model",
+            "GET",
+            f"{MODELS_PATH}/{quote(model_id, safe='')}",
+            query=query,
+            betas=betas,
+            extra_headers=extra_headers,
+            timeout=timeout,
+            retries=retries,
+        )
+
+    def _pass_through(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None,
+        betas: Betas | None,
+        extra_headers: Mapping[str, str] | None,
+        timeout: Timeout,
+        retries: bool | int,
+        body: bytes | None = None,
+    ) -> APIResponse:
+        """Send one call with the usual retries; hand back whatever the API answered last.
+
+        An error status is returned, not raised (a proxy hands it to its caller as it came);
+        only a call that got no answer at all raises. The body is never handed on cut short:
+        one over PASSTHROUGH_BODY_LIMIT raises APIResponseError.
+        """
+        response = self._send(
+            operation,
+            method,
+            path,
+            params=dict(query) if query else None,
+            body=_whole(body) if body is not None else None,
+            content_length=len(body) if body is not None else None,
+            max_retries=self._retries(retries),
+            headers=request_headers(betas, extra_headers),
+            timeout=self._call_timeout(timeout),
+            stream=True,
+            raise_errors=False,
+        )
+        try:
+            content = _read_whole(response, PASSTHROUGH_BODY_LIMIT, operation)
+        finally:
+            response.close()
+        return _answer(operation, response, content)
+
+    def _retries(self, retries: bool | int) -> int:
+        if isinstance(retries, bool):
+            return self.retry.max_retries if retries else 0
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        return retries
+
+    def _call_timeout(self, timeout: Timeout) -> httpx.Timeout | None:
+        """A per-call timeout: seconds bound reads and writes; connecting keeps its budget."""
+        if timeout is None or isinstance(timeout, httpx.Timeout):
+            return timeout
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        default = self._http.timeout
+        return httpx.Timeout(
+            connect=default.connect, read=timeout, write=timeout, pool=default.pool
+        )
+
     # -- the one request path -------------------------------------------------------------
 
     def _send(
@@ -552,11 +745,16 @@ class BatchesClient:
         max_retries: int | None = None,
         stream: bool = False,
         headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        raise_errors: bool = True,
     ) -> httpx.Response:
         """Send one API call with retries; return a 2xx response (still open when `stream`).
 
-        Error statuses become APIStatusError subclasses, httpx failures APIConnectionError or
-        APITimeoutError. Anything raised by the request body iterator propagates unchanged.
+        `path` is relative to the base URL, or a full URL on the API's origin. Error statuses
+        become APIStatusError subclasses, httpx failures APIConnectionError or
+        APITimeoutError. With `raise_errors` false, the last error answer (once retries are
+        spent, or at once when it is final) is returned open and unread instead of raised.
+        Anything raised by the request body iterator propagates unchanged.
         """
         limit = self.retry.max_retries if max_retries is None else max_retries
         attempt = 0
@@ -568,7 +766,12 @@ class BatchesClient:
                 # An explicit length keeps httpx from chunking and lets the API refuse early.
                 request_headers_["content-length"] = str(content_length)
             request = self._http.build_request(
-                method, path, params=params, content=content, headers=request_headers_
+                method,
+                path,
+                params=params,
+                content=content,
+                headers=request_headers_,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
             started = time.monotonic()
             try:
@@ -590,6 +793,11 @@ class BatchesClient:
             self._note_rate_limit(operation, response)
             if response.is_success:
                 return response
+            final = attempt >= limit or not self.retry.is_retryable(
+                response.status_code, response.headers
+            )
+            if final and not raise_errors:
+                return response
             try:
                 data = _read_limited(response, ERROR_BODY_LIMIT)
             finally:
@@ -597,9 +805,7 @@ class BatchesClient:
             status_exc = status_error(
                 response.status_code, response.headers, data, secrets=self._secrets
             )
-            if attempt >= limit or not self.retry.is_retryable(
-                response.status_code, response.headers
-            ):
+            if final:
                 raise status_exc
             wait = self.retry.delay(attempt, status_exc.retry_after)
             self._before_retry(operation, attempt, response.status_code, status_exc, wait)
@@ -710,6 +916,54 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     if port is None:
         port = {"http": 80, "https": 443}.get(url.scheme)
     return (url.scheme, url.host, port)
+
+
+def _params_bytes(params: Params) -> bytes:
+    """A request body: bytes as given, a mapping encoded (without `stream: true`)."""
+    if isinstance(params, bytes | bytearray | memoryview):
+        return bytes(params)
+    if params.get("stream"):
+        raise ValueError("stream: true is not supported; this call reads one JSON answer")
+    return orjson.dumps(dict(params))
+
+
+def _whole(content: bytes) -> Callable[[], Iterator[bytes]]:
+    return lambda: iter((content,) if content else ())
+
+
+def _answer(operation: str, response: httpx.Response, content: bytes) -> APIResponse:
+    return APIResponse(
+        status=response.status_code,
+        headers=passed_on(response.headers),
+        content=content,
+        request_id=response.headers.get("request-id"),
+        rate_limit=RateLimit.from_headers(
+            response.headers, operation=operation, status=response.status_code
+        ),
+    )
+
+
+def _read_whole(response: httpx.Response, limit: int, operation: str) -> bytes:
+    """The whole body, or APIResponseError when it is over `limit` or breaks off."""
+    pieces: builtins.list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise APIResponseError(
+                    f"{operation}: answer is over {limit} bytes",
+                    status=response.status_code,
+                    request_id=response.headers.get("request-id"),
+                )
+            pieces.append(chunk)
+    except httpx.HTTPError as exc:
+        raise APIResponseError(
+            f"{operation}: answer broke off after {size} bytes ({type(exc).__name__})",
+            status=response.status_code,
+            request_id=response.headers.get("request-id"),
+        ) from exc
+    return b"".join(pieces)
 
 
 def _batch_path(batch_id: str) -> str:

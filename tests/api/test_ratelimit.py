@@ -82,6 +82,28 @@ def test_unparsable_values_read_as_none_but_stay_raw() -> None:
     assert dict(limits.raw) == odd
 
 
+def test_client_keeps_the_latest_per_scope_and_calls_the_hook() -> None:
+    """Each answer with headers updates last_rate_limit, its scope's entry and on_rate_limit."""
+    seen: list[RateLimit] = []
+    script = Script(
+        json_response(200, batch_json(), **HEADERS),
+        json_response(200, {"input_tokens": 3}, **{"anthropic-ratelimit-requests-limit": "50"}),
+    )
+    with make_client(script, on_rate_limit=seen.append) as client:
+        client.retrieve("msgbatch_01")
+        client.count_tokens({"model": "m", "messages": []})
+        scopes = client.rate_limits
+        assert client.last_rate_limit is seen[-1]
+    assert [(r.operation, r.scope) for r in seen] == [
+        ("retrieve", "batches"),
+        ("count_tokens", "count_tokens"),
+    ]
+    batches = scopes["batches"].requests
+    assert batches is not None and batches.remaining == 999
+    counting = scopes["count_tokens"].requests
+    assert counting is not None and counting.limit == 50
+
+
 def test_error_answers_report_their_rate_limit_too() -> None:
     """A final 429 raises, and its headers were recorded before it did."""
     answer = json_response(
