@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from importlib import metadata
@@ -348,7 +349,9 @@ class BatchesClient:
         stream = ResultsStream(expected=expected)
         stream.attach(
             self._read_results(
-                stream,
+                # A proxy, so the stream and its generator form no cycle: a dropped stream is
+                # freed (and its connection closed) at once, not at the next cycle collection.
+                weakref.proxy(stream),
                 batch_id,
                 url,
                 headers=request_headers(betas),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Generator
 
 import httpx
@@ -237,6 +238,20 @@ def test_stopping_early_closes_the_response() -> None:
         assert next(it).custom_id == IDS[0]
         it.close()
     assert stream.closed
+
+
+def test_a_dropped_stream_closes_the_response_at_once() -> None:
+    """Letting go of a half-read stream releases its connection without waiting for the GC."""
+    response, stream = jsonl_response([body()])
+    with make_client(Script(response)) as client:
+        results = client.results("b")
+        next(results)
+        gc.disable()
+        try:
+            del results
+            assert stream.closed
+        finally:
+            gc.enable()
 
 
 def test_results_are_streamed_not_buffered() -> None:
