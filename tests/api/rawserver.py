@@ -7,8 +7,25 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+
+def http_answer(
+    status: int,
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
+    content_length: int | None = None,
+) -> bytes:
+    """One HTTP/1.1 answer; `content_length` may differ from the body to frame it wrongly."""
+    length = len(body) if content_length is None else content_length
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    return (
+        f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
+        f"content-length: {length}\r\nrequest-id: req_raw\r\n{extra}\r\n"
+    ).encode() + body
 
 
 @dataclass
@@ -23,17 +40,38 @@ class Upload:
     cut_short: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def request_line(self) -> str:
+        """`METHOD target HTTP/1.1`, as sent."""
+        return self.head.split(b"\r\n", 1)[0].decode("latin-1")
+
+    def header(self, name: str) -> str | None:
+        """A request header's value as sent (the first, if repeated), or None."""
+        for line in self.head.split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name.lower().encode():
+                return value.strip().decode("latin-1")
+        return None
+
 
 class RawServer:
-    """Accepts connections one at a time; `on_body(upload)` runs after each received read."""
+    """Accepts connections one at a time; `on_body(upload)` runs after each received read.
+
+    `answer` is sent to every request; a sequence gives the n-th request its n-th answer (the
+    last one from then on). With `close_after`, the connection is closed after each answer, so
+    an answer may end early (short of its content-length) or be framed by the close alone.
+    """
 
     def __init__(
         self,
-        answer: bytes,
+        answer: bytes | Sequence[bytes],
         on_body: Callable[[Upload], None] | None = None,
+        *,
+        close_after: bool = False,
     ) -> None:
-        self.answer = answer
+        self.answers = [answer] if isinstance(answer, bytes) else list(answer)
         self.on_body = on_body
+        self.close_after = close_after
         self.uploads: list[Upload] = []
         self.connections = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -114,4 +152,9 @@ class RawServer:
             del upload.body[upload.content_length :]
             buffer = extra
             upload.done.set()
-            conn.sendall(self.answer)
+            try:
+                conn.sendall(self.answers[min(len(self.uploads), len(self.answers)) - 1])
+            except OSError:
+                return  # the client hung up first
+            if self.close_after:
+                return

@@ -14,7 +14,7 @@ import pytest
 
 from batchd import errors
 from batchd.api import BatchesClient, MessageBatch, RetryPolicy
-from tests.support.emulator import EmulatorProcess, batch_requests
+from tests.support.emulator import EmulatorProcess, OpenAPISchemas, batch_requests
 
 from .conftest import EMULATOR_RETRY
 
@@ -126,6 +126,43 @@ def test_unknown_batch_is_not_found(api: BatchesClient) -> None:
     assert info.value.status == 404
     assert info.value.error_type == "not_found_error"
     assert info.value.request_id and info.value.request_id.startswith("req_")
+
+
+@pytest.mark.parametrize("operation", ["retrieve", "results"])
+def test_not_found_is_raised_at_once_with_its_request_id(
+    emu: EmulatorProcess, operation: str
+) -> None:
+    """A 404 is never retried: one call, NotFoundError carrying the answer's request id."""
+    calls: list[tuple[str, int | None]] = []
+    with (
+        BatchesClient(
+            emu.api_key,
+            base_url=emu.url,
+            retry=EMULATOR_RETRY,
+            on_call=lambda op, status, _t: calls.append((op, status)),
+        ) as client,
+        pytest.raises(errors.NotFoundError) as info,
+    ):
+        if operation == "retrieve":
+            client.retrieve("msgbatch_gone")
+        else:
+            list(client.results("msgbatch_gone"))
+    assert calls == [(operation, 404)]
+    assert info.value.request_id is not None and info.value.request_id.startswith("req_")
+    assert info.value.request_id in str(info.value)
+
+
+def test_an_ended_batch_has_every_field_of_the_spec(
+    api: BatchesClient, emu: EmulatorProcess
+) -> None:
+    """retrieve of an ended batch fills results_url and every MessageBatch field of the spec."""
+    batch = ended_batch(api, emu, 3)
+    schemas = OpenAPISchemas()
+    spec_fields = set(schemas.schema("MessageBatch")["properties"])
+    assert spec_fields <= set(MessageBatch.model_fields)
+    schemas.validate("MessageBatch", batch.model_dump(mode="json"))
+    assert batch.results_url == f"{emu.url}/v1/messages/batches/{batch.id}/results"
+    assert batch.ended_at is not None and batch.expires_at is not None
 
 
 def test_wrong_key_is_an_authentication_error(emu: EmulatorProcess) -> None:

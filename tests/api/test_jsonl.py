@@ -7,7 +7,13 @@ import time
 import orjson
 import pytest
 
-from batchd.api import LineDecoder, iter_lines, parse_result_line
+from batchd.api import (
+    LineDecoder,
+    find_custom_id,
+    iter_lines,
+    parse_result_line,
+    read_result_line,
+)
 from batchd.errors import APIResponseError
 
 from .helpers import result_line
@@ -105,7 +111,7 @@ def test_parse_result_line_keeps_the_raw_line() -> None:
     raw = result_line("req-1", "errored")
     item = parse_result_line(raw, 1)
     assert item.custom_id == "req-1"
-    assert item.result["type"] == "errored"
+    assert item.result is not None and item.result["type"] == "errored"
     assert item.type == "errored"
     assert item.raw == raw
     assert orjson.loads(item.raw) == {"custom_id": "req-1", "result": item.result}
@@ -146,3 +152,116 @@ def test_decoder_and_parser_keep_up_with_the_fan_out() -> None:
     elapsed = time.perf_counter() - started
     assert count == 100_000
     assert count / elapsed > 20_000
+
+
+# -- damaged lines: recovered, flagged, never silently dropped --------------------------------
+
+GOOD = result_line("req-7")
+
+
+def test_a_good_line_is_not_damaged() -> None:
+    """read_result_line gives the same as the strict parser for a good line."""
+    item = read_result_line(GOOD, 1)
+    assert item == parse_result_line(GOOD, 1)
+    assert not item.damaged and item.problem is None
+
+
+def test_invalid_utf8_keeps_custom_id_and_recovers_the_result() -> None:
+    """Raw invalid UTF-8 inside a string is replaced with U+FFFD; the line is flagged damaged."""
+    line = GOOD.replace(b"answer to", b"answer \xff\xfe to")
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(line)
+    item = read_result_line(line, 3)
+    assert item.custom_id == "req-7"
+    assert item.damaged and item.problem is not None and "UTF-8" in item.problem
+    assert item.raw == line
+    assert item.type == "succeeded"
+    assert item.result is not None
+    text = item.result["message"]["content"][0]["text"]
+    assert text == "answer \ufffd\ufffd to req-7"
+    orjson.dumps(item.result)  # what is recovered can be stored again
+
+
+def test_a_lone_surrogate_escape_is_replaced_and_flagged() -> None:
+    """A lone `\\ud800` escape (which orjson refuses) becomes U+FFFD; the line is damaged."""
+    line = GOOD.replace(b"answer to", b"answer \\ud800 to")
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(line)
+    item = read_result_line(line, 3)
+    assert item.custom_id == "req-7" and item.damaged
+    assert item.result is not None
+    assert item.result["message"]["content"][0]["text"] == "answer \ufffd to req-7"
+    assert orjson.loads(orjson.dumps(item.result)) == item.result
+
+
+def test_a_paired_surrogate_escape_is_not_damage() -> None:
+    """A proper surrogate pair is valid JSON: the line reads normally."""
+    line = GOOD.replace(b"answer to", b"answer \\ud83d\\ude00 to")
+    item = read_result_line(line, 1)
+    assert not item.damaged
+    assert item.result is not None
+    assert item.result["message"]["content"][0]["text"] == "answer \U0001f600 to req-7"
+
+
+def test_broken_json_with_a_readable_custom_id_is_damaged_without_result() -> None:
+    """A line that is not JSON at all still gives its custom_id, result None, raw kept."""
+    line = b'{"custom_id":"req-9","result":{"type":"succeeded","message":{"id":"msg_1",,,'
+    item = read_result_line(line, 5)
+    assert (item.custom_id, item.result, item.raw, item.damaged) == ("req-9", None, line, True)
+    assert item.type == ""
+
+
+def test_broken_json_and_invalid_utf8_together() -> None:
+    """Invalid bytes and broken structure: the custom_id is still read from the raw bytes."""
+    line = b'{"custom_id":"req-9","result":{"type":"succ\xc3\x28eeded"' + b"\x00\xff"
+    item = read_result_line(line, 5)
+    assert item.custom_id == "req-9" and item.damaged and item.result is None
+
+
+def test_valid_json_without_a_result_object_is_damaged() -> None:
+    """custom_id present but result missing or not an object: damaged, not unreadable."""
+    for line in (b'{"custom_id":"a"}', b'{"custom_id":"a","result":"succeeded"}'):
+        item = read_result_line(line, 1)
+        assert item.custom_id == "a" and item.damaged and item.result is None
+        assert item.problem is not None and "no result object" in item.problem
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"<html>oops</html>",
+        b"[1,2]",
+        b'{"result":{"type":"canceled"}}',
+        b'{"custom_id":7,"result":{}}',
+        b'{"custom_id":"\xff\xfe","result":{}}',
+        b'{"custom_id":"has space","result":{"type":"x"},,}',
+        b'{"custom_id":"a","custom_id":"b","result":',
+        b'{"result":{"input":{"custom_id":"inner"}},',
+    ],
+)
+def test_lines_without_a_readable_custom_id_are_errors(line: bytes) -> None:
+    """Only a line whose custom_id cannot be read (or is ambiguous) raises."""
+    with pytest.raises(APIResponseError, match="line 8"):
+        read_result_line(line, 8)
+
+
+def test_find_custom_id_ignores_nested_and_escaped_ones() -> None:
+    """Only the outermost object's member counts; keys deeper or inside strings do not."""
+    line = (
+        b'{"result":{"message":{"content":[{"type":"tool_use","input":{"custom_id":"deep"}},'
+        b'{"type":"text","text":"say \\"custom_id\\":\\"fake\\""}]}},"custom_id":"real",\xff'
+    )
+    assert find_custom_id(line) == "real"
+    assert find_custom_id(b'{"custom_id" : "x-1_"') == "x-1_"
+    assert find_custom_id(b'{"custom_id":"x"') == "x"
+    assert find_custom_id(b'{"custom_id":"x') is None  # the value is cut before its quote
+    assert find_custom_id(b"") is None
+
+
+def test_find_custom_id_is_fast_on_a_long_damaged_line() -> None:
+    """A 5 MB damaged line is scanned well under a second."""
+    pad = b'"x\\"y",' * 700_000
+    line = b'{"custom_id":"big","result":{"pad":[' + pad + b"\xff"
+    started = time.perf_counter()
+    assert find_custom_id(line) == "big"
+    assert time.perf_counter() - started < 1.0
