@@ -51,7 +51,7 @@ def test_min_replicas_to_write_refuses_writes_without_a_replica(
     redis_sentinel_factory: Callable[..., RedisSentinel],
 ) -> None:
     """With min-replicas-to-write 1, the master refuses writes once its replica is gone."""
-    setup = redis_sentinel_factory(min_replicas_to_write=1, min_replicas_max_lag=1)
+    setup = redis_sentinel_factory(min_replicas_to_write=1)
     client = setup.client()
     client.set("k", 1)
     setup.replicas()[0].kill()
