@@ -125,9 +125,12 @@ def parse_cluster_nodes(text: str) -> dict[str, NodeInfo]:
             lo, _, hi = item.partition("-")
             slots.append((int(lo), int(hi or lo)))
         nodes[node_id] = NodeInfo(
-            node_id, port, frozenset(flags.split(",")), None if master == "-" else master,
-            tuple(slots),
-        )  # fmt: skip
+            node_id=node_id,
+            port=port,
+            flags=frozenset(flags.split(",")),
+            master_id=None if master == "-" else master,
+            slots=tuple(slots),
+        )
     return nodes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,24 @@ def test_write_lands_on_the_node_that_owns_its_slot(shared_redis_cluster: RedisC
             if other is not owner:
                 with pytest.raises(redis.exceptions.MovedError):
                     other.call("GET", key)
+
+
+def test_async_client_reaches_every_shard(shared_redis_cluster: RedisCluster) -> None:
+    """The asyncio cluster client writes to and reads from every shard."""
+    cluster = shared_redis_cluster
+    keys = [f"{{{tag_for_slot(lo)}}}:k" for lo, _ in cluster.slot_ranges()]
+
+    async def roundtrip() -> list[bytes | str | None]:
+        client = cluster.async_client()
+        try:
+            for key in keys:
+                await client.set(key, key)
+            return [await client.get(key) for key in keys]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(roundtrip()) == [key.encode() for key in keys]
+    assert {cluster.node_for_key(key).shard for key in keys} == {0, 1, 2}
 
 
 def test_url_and_startup_nodes_name_every_master(shared_redis_cluster: RedisCluster) -> None:
