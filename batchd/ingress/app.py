@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from batchd.api import BatchesClient
 from batchd.client import AsyncClient, SubmitItem
+from batchd.defaults import SUBMIT_CHUNK
 from batchd.errors import (
     CancelError,
     IdempotencyConflictError,
@@ -37,6 +39,7 @@ from batchd.results import RequestState, Result, Ticket
 from batchd.settings import ACCOUNT_NAME, Settings
 from batchd.store import AssemblyRecord, split_request_id
 from batchd.store import assemblies as asm_store
+from batchd.store.requests import NewRequest
 
 log = get_logger("batchd.ingress")
 
@@ -45,9 +48,10 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 #: Paths served without a token.
 PUBLIC_PATHS = frozenset({"/openapi.json"})
-#: The drop-in Messages endpoint: `x-api-key` counts as a token there, and errors carry no
-#: `field`, exactly as the Messages API's do.
+#: The drop-in Messages endpoint and the API routes beside it: errors there carry no `field`,
+#: exactly as the Messages API's do.
 MESSAGES_PATH = "/v1/messages"
+SDK_PREFIXES = ("/v1/messages", "/v1/models")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Fields of one submitted request: those of `Client.submit`.
 SUBMIT_FIELDS = frozenset(SubmitItem.__dataclass_fields__)
@@ -57,7 +61,7 @@ _TOKEN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 class Coalescer:
-    """Submits arriving in one turn of the event loop go to Redis in one `submit_many`.
+    """Submits arriving in one turn of the event loop go to Redis in one call per account.
 
     Each still gets its own outcome (a Ticket, or the SubmitError of `prepare`); under load this
     turns one round trip (and one write syscall) per submit into one per loop turn.
@@ -65,15 +69,16 @@ class Coalescer:
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
-        self._waiting: list[tuple[SubmitItem, asyncio.Future[Ticket]]] = []
+        self._waiting: list[tuple[SubmitItem, bool, asyncio.Future[Ticket]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, item: SubmitItem) -> Ticket:
+    async def submit(self, item: SubmitItem, *, interactive: bool = False) -> Ticket:
+        """Queue one request (`interactive`: a drop-in call, cut after its own short wait)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Ticket] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
-        self._waiting.append((item, future))
+        self._waiting.append((item, interactive, future))
         return await future
 
     def _flush(self) -> None:
@@ -82,19 +87,35 @@ class Coalescer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, waiting: list[tuple[SubmitItem, asyncio.Future[Ticket]]]) -> None:
+    async def _send(self, waiting: list[tuple[SubmitItem, bool, asyncio.Future[Ticket]]]) -> None:
+        groups: dict[str, list[tuple[NewRequest, str | None, asyncio.Future[Ticket]]]] = {}
+        for item, interactive, future in waiting:
+            try:
+                r = await self.client.prepare(item, interactive=interactive)
+            except SubmitError as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            groups.setdefault(r.account, []).append((r, item.key, future))
+        for group in groups.values():
+            for i in range(0, len(group), SUBMIT_CHUNK):
+                await self._store(group[i : i + SUBMIT_CHUNK])
+
+    async def _store(
+        self, group: list[tuple[NewRequest, str | None, asyncio.Future[Ticket]]]
+    ) -> None:
         try:
-            outcomes = await self.client.submit_many([item for item, _ in waiting])
+            outcomes = await self.client.submit_prepared([(r, k) for r, k, _ in group])
         except asyncio.CancelledError:
-            for _, future in waiting:
+            for _, _, future in group:
                 future.cancel()
             raise
         except Exception as exc:  # a Redis failure is every waiter's failure
-            for _, future in waiting:
+            for _, _, future in group:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), outcome in zip(waiting, outcomes, strict=True):
+        for (_, _, future), outcome in zip(group, outcomes, strict=True):
             if future.done():  # its caller went away (handler cancelled)
                 continue
             if isinstance(outcome, SubmitError):
@@ -115,6 +136,14 @@ class Ingress:
     openapi: bytes
     coalescer: Coalescer
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    apis: dict[str, BatchesClient] = field(default_factory=dict)
+
+    def api(self, account: str) -> BatchesClient:
+        """The API client of an account (for the routes passed through to the API)."""
+        client = self.apis.get(account)
+        if client is None:
+            client = self.apis[account] = BatchesClient.from_settings(self.settings, account)
+        return client
 
     async def wait_result(self, request_id: str, timeout: float) -> Result | None:
         """The request's result once terminal; None after `timeout` s or when stopping.
@@ -506,11 +535,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = ingress(request)
     rid = "req_" + secrets.token_hex(12)
     request[REQUEST_ID] = rid
-    drop_in = request.path == MESSAGES_PATH
+    drop_in = request.path.startswith(SDK_PREFIXES)
     response: web.StreamResponse
     try:
         if request.path not in PUBLIC_PATHS:
-            principal = ctx.auth.authenticate(request.headers, api_key_header=drop_in)
+            principal = ctx.auth.authenticate(request.headers, api_key_header=True)
             request[PRINCIPAL] = principal
             ctx.limiter.check(principal.name)
         response = await handler(request)

@@ -1,7 +1,7 @@
 """Who is calling the ingress: producer tokens, kept only as SHA-256 digests, and their accounts.
 
-A token arrives as `Authorization: Bearer <token>` (or `x-api-key`, on the drop-in endpoint, as
-Anthropic SDKs send it); with no token configured every caller is let in, on loopback only.
+A token arrives as `Authorization: Bearer <token>` or `x-api-key` (as Anthropic SDKs send it);
+with no token configured every caller is let in, on loopback only.
 """
 
 from __future__ import annotations
@@ -94,10 +94,15 @@ class Authenticator:
         if token is None and api_key_header:
             token = headers.get("x-api-key") or None
         if token is None:
-            where = "Authorization: Bearer <token>"
+            where = "`Authorization: Bearer <token>`"
             if api_key_header:
-                where += " or x-api-key: <token>"
-            raise IngressError(401, f"a producer token is required ({where})", headers=_CHALLENGE)
+                where += " or `x-api-key: <token>` (as Anthropic SDKs send their api_key)"
+            raise IngressError(
+                401,
+                f"a producer token is required: send it as {where}; `batchd ingress token` "
+                "makes one",
+                headers=_CHALLENGE,
+            )
         # The dict is keyed by digest: a look-up reveals nothing about stored tokens' bytes.
         principal = self._by_digest.get(token_sha256(token))
         if principal is None:

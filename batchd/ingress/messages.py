@@ -1,36 +1,55 @@
-"""The drop-in `POST /v1/messages`: a Messages API request in, queued for a batch, held open
-until its result, answered exactly as the Messages API would (the Message, or its error).
+"""The drop-in Messages API: `POST /v1/messages` queued for a batch, held open until its
+result, answered exactly as the Messages API would (the Message, or its error); and the routes
+an SDK user calls beside it (`count_tokens`, `models`), passed through to the API.
 
-An Anthropic SDK pointed here with `base_url` gets batch prices without a code change.
+An Anthropic SDK pointed here with `base_url` gets batch prices without a code change. The SDKs
+retry a timed-out or 5xx call by themselves: a retry (`X-Stainless-Retry-Count` above 0, or the
+same `Idempotency-Key`) re-attaches to the request its first attempt queued, so one call is
+paid once however many HTTP attempts it takes. An answer that must not be retried says so
+(`x-should-retry: false`); one that may carries `retry-after`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from batchd.api import APIResponse
 from batchd.client import SubmitItem
-from batchd.errors import SubmitError
+from batchd.errors import APIError, SubmitError
 from batchd.ingress.app import (
     IDEMPOTENCY_HEADER,
     PRINCIPAL,
     idempotency_key,
     ingress,
     only_query,
-    read_object,
+    parse_json,
     submit_error,
 )
 from batchd.ingress.errors import TYPE_STATUS, IngressError
+from batchd.ingress.limits import read_body, retry_headers
 from batchd.results import Result
+from batchd.store import requests as req_store
 
 #: Optional header naming the account a drop-in call runs under (else the token's first).
 ACCOUNT_HEADER = "batchd-account"
 #: Header of every drop-in answer after the submit: batchd's id of the queued request.
 BATCHD_ID_HEADER = "batchd-request-id"
-#: Anthropic SDKs honour it: answers whose retry would queue the same request again say no.
+#: Sent by the official SDKs: 0 on a call's first attempt, n on its n-th retry.
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
+#: Sent by the official SDKs: the client's own timeout for this attempt, in seconds.
+TIMEOUT_HEADER = "x-stainless-timeout"
+BETA_HEADER = "anthropic-beta"
+#: Anthropic SDKs honour it: an answer whose retry could not turn out differently says so.
 NO_RETRY = {"x-should-retry": "false"}
+#: Seconds a held call answers before the SDK's own timeout would cut it.
+TIMEOUT_MARGIN = 3.0
+#: Seconds an SDK is told to wait before re-attaching after a hold ran out.
+REATTACH_AFTER = 1.0
 
 
 def _api_message(exc: SubmitError) -> str:
@@ -44,12 +63,16 @@ def _api_message(exc: SubmitError) -> str:
 
 
 def render(result: Result, headers: dict[str, str]) -> web.Response:
-    """What the Messages API would have answered for this batch result."""
+    """What the Messages API would have answered for this batch result. Every answer but a
+    Message is final: the request has ended, so a retry would only re-attach to it."""
     outcome = result.result
     kind = outcome.get("type")
+    final = headers | NO_RETRY
     if kind == "succeeded" and result.message_dict is not None:
         return web.Response(
-            body=orjson.dumps(result.message_dict), content_type="application/json", headers=headers
+            body=orjson.dumps(result.message_dict),
+            content_type="application/json",
+            headers=headers,
         )
     if kind == "errored":
         error = outcome.get("error")
@@ -63,54 +86,105 @@ def render(result: Result, headers: dict[str, str]) -> web.Response:
                     body=orjson.dumps(error),
                     status=status,
                     content_type="application/json",
-                    headers=headers,
+                    headers=final,
                 )
             # batchd's own reasons (a result line that never came, a corrupted record).
-            raise IngressError(500, f"{etype}: {inner.get('message', '')}", headers=headers)
-        raise IngressError(500, f"request {result.id} ended {result.status}", headers=headers)
+            raise IngressError(500, f"{etype}: {inner.get('message', '')}", headers=final)
+        raise IngressError(500, f"request {result.id} ended {result.status}", headers=final)
     if kind == "expired":
         raise IngressError(
             504,
             f"request {result.id} expired in its batch before it was processed "
             f"({result.attempts} attempts); nothing was billed",
-            headers=headers,
+            headers=final,
         )
     if kind == "canceled":
         raise IngressError(
             500,
             f"request {result.id} was canceled before it ran (DELETE /v1/requests/{result.id} "
             "or an operator's batch cancel); nothing was billed",
-            headers=headers | NO_RETRY,
+            headers=final,
         )
-    raise IngressError(500, f"request {result.id} ended {result.status}", headers=headers)
+    raise IngressError(500, f"request {result.id} ended {result.status}", headers=final)
+
+
+def _betas(request: web.Request) -> list[str] | None:
+    raw = request.headers.getall(BETA_HEADER, [])
+    names = [b.strip() for value in raw for b in value.split(",") if b.strip()]
+    return names or None
+
+
+def _retry_count(request: web.Request) -> int:
+    raw = request.headers.get(RETRY_COUNT_HEADER, "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+def _hold(request: web.Request, most: float) -> float:
+    """How long to hold this attempt: the configured most, or less than the SDK waits."""
+    raw = request.headers.get(TIMEOUT_HEADER)
+    try:
+        sdk = float(raw) if raw is not None else None
+    except ValueError:
+        sdk = None
+    if sdk is None or sdk <= 0:
+        return most
+    return max(1.0, min(most, sdk - TIMEOUT_MARGIN))
 
 
 async def create_message(request: web.Request) -> web.Response:
-    """POST /v1/messages: queue the request, hold the connection, answer with its result."""
+    """POST /v1/messages: queue the request (or re-attach to the one an earlier attempt of this
+    call queued), hold the connection, answer with its result."""
     ctx = ingress(request)
+    cfg = ctx.settings.ingress
     principal = request[PRINCIPAL]
     # SDKs add ?beta=true on their beta surface; it changes nothing here.
     only_query(request, "beta")
     key = idempotency_key(request)
     account = request.headers.get(ACCOUNT_HEADER, principal.default_account)
-    body: dict[str, Any] = await read_object(request)
+    raw = await read_body(request, cfg.max_body_bytes, cfg.body_timeout)
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise IngressError(400, "body: must be a JSON object", headers=NO_RETRY)
     if body.get("stream") is True:
         raise IngressError(
             400,
             "stream: batchd answers through the Message Batches API, which does not stream; "
             "send the request without `stream: true`",
+            headers=NO_RETRY,
         )
     principal.check(account)
-    hold = ctx.settings.ingress.drop_in_max_hold
+    betas = _betas(request)
+    digest = hashlib.sha256(raw + b"\x1f" + ",".join(sorted(betas or [])).encode()).hexdigest()
+    hold = _hold(request, cfg.drop_in_max_hold)
+    store, keys = ctx.client.store, ctx.client.keys
     # The slot is taken before the submit: a caller turned away has queued nothing.
     with ctx.held.hold():
-        try:
-            ticket = await ctx.coalescer.submit(SubmitItem(body, key=key, account=account))
-        except SubmitError as exc:
-            err = submit_error(exc)
-            raise IngressError(err.status, _api_message(exc)) from None
-        headers = {BATCHD_ID_HEADER: ticket.id}
-        result = await ctx.wait_result(ticket.id, hold)
+        rid: str | None = None
+        if key is None and _retry_count(request) > 0:
+            rid = await store.read(req_store.find_attempt(keys, account, principal.name, digest))
+        if rid is None:
+            item = SubmitItem(body, key=key, account=account, betas=betas)
+            try:
+                ticket = await ctx.coalescer.submit(item, interactive=True)
+            except SubmitError as exc:
+                err = submit_error(exc)
+                raise IngressError(
+                    err.status, _api_message(exc), headers=err.headers | NO_RETRY
+                ) from None
+            rid = ticket.id
+            if key is None:
+                await store.read(
+                    req_store.remember_attempt(
+                        keys,
+                        account,
+                        principal.name,
+                        digest,
+                        rid,
+                        int(cfg.drop_in_reattach * 1000),
+                    )
+                )
+        headers = {BATCHD_ID_HEADER: rid}
+        result = await ctx.wait_result(rid, hold)
     if result is None:
         why = (
             "batchd is shutting down"
@@ -118,11 +192,76 @@ async def create_message(request: web.Request) -> web.Response:
             else f"it has no result after {hold:g} s (ingress.drop_in_max_hold)"
         )
         raise IngressError(
-            504,
-            f"the request is queued for a batch as {ticket.id} and will still run, but {why}. "
-            f"Fetch its result later with GET /v1/requests/{ticket.id}?wait=60 on this server. "
-            f"A call carrying an {IDEMPOTENCY_HEADER} header may be sent again with the same key "
-            "to wait for this same request instead of queuing a new one",
-            headers=headers | NO_RETRY,
+            503,
+            f"the request is queued for a batch as {rid} and will still run, but {why}. "
+            "Send the same call again (an SDK's own retry does): it waits for this same "
+            f"request instead of queuing a new one; so does a call with the same "
+            f"{IDEMPOTENCY_HEADER}, or GET /v1/requests/{rid}?wait=60 on this server",
+            headers=headers | retry_headers(REATTACH_AFTER),
         )
     return render(result, headers)
+
+
+# -- pass-through ------------------------------------------------------------------------------
+
+
+def _passed(answer: APIResponse) -> web.Response:
+    return web.Response(body=answer.content, status=answer.status, headers=dict(answer.headers))
+
+
+def _account(request: web.Request) -> str:
+    ctx = ingress(request)
+    principal = request[PRINCIPAL]
+    account = request.headers.get(ACCOUNT_HEADER, principal.default_account)
+    principal.check(account)
+    if ctx.settings.api_key(account) is None:
+        raise IngressError(
+            500,
+            f"account {account!r} has no API key (accounts.{account}.api_key), so batchd cannot "
+            "pass this call on to the API",
+            headers=NO_RETRY,
+        )
+    return account
+
+
+async def _call(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -> web.Response:
+    ctx = ingress(request)
+    try:
+        answer = await asyncio.to_thread(fn, *args, **kwargs)
+    except APIError as exc:
+        raise IngressError(
+            502, f"the API could not be reached: {exc}", headers=retry_headers(1)
+        ) from None
+    del ctx
+    return _passed(answer)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """POST /v1/messages/count_tokens: passed through to the API with the account's key."""
+    ctx = ingress(request)
+    cfg = ctx.settings.ingress
+    only_query(request, "beta")
+    account = _account(request)
+    raw = await read_body(request, cfg.max_body_bytes, cfg.body_timeout)
+    api = ctx.api(account)
+    return await _call(request, api.count_tokens, raw, betas=_betas(request))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models: passed through to the API with the account's key."""
+    ctx = ingress(request)
+    only_query(request, "before_id", "after_id", "limit", "beta")
+    account = _account(request)
+    query = {k: v for k, v in request.query.items() if k != "beta"}
+    api = ctx.api(account)
+    return await _call(request, api.list_models, query=query or None, betas=_betas(request))
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """GET /v1/models/{id}: passed through to the API with the account's key."""
+    ctx = ingress(request)
+    only_query(request, "beta")
+    account = _account(request)
+    api = ctx.api(account)
+    model = request.match_info["id"]
+    return await _call(request, api.retrieve_model, model, betas=_betas(request))

@@ -17,7 +17,7 @@ from batchd.ingress.app import (
     submit,
     submit_bulk,
 )
-from batchd.ingress.messages import create_message
+from batchd.ingress.messages import count_tokens, create_message, list_models, retrieve_model
 
 
 def build_app(ctx: Ingress) -> web.Application:
@@ -31,4 +31,7 @@ def build_app(ctx: Ingress) -> web.Application:
     app.router.add_get("/v1/batches", list_batches, allow_head=False)
     app.router.add_get("/v1/batches/{id}", get_batch, allow_head=False)
     app.router.add_post(MESSAGES_PATH, create_message)
+    app.router.add_post(MESSAGES_PATH + "/count_tokens", count_tokens)
+    app.router.add_get("/v1/models", list_models, allow_head=False)
+    app.router.add_get("/v1/models/{id}", retrieve_model, allow_head=False)
     return app
