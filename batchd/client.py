@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import time
+import weakref
 from collections.abc import (
     AsyncIterator,
     Iterable,
@@ -21,7 +22,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from batchd import defaults
 from batchd.errors import (
@@ -641,10 +642,22 @@ class Replies:
         self._failed = exc is not None
         self.close()
 
-    def __iter__(self) -> Iterator[Result]:
+    def __iter__(self) -> Replies:
+        return self
+
+    def __next__(self) -> Result:
         if self._iter is None:
-            self._iter = self._run()
-        return self._iter
+            # The reading generator holds a proxy, not this object: a loop left by `break` drops
+            # the last reference to it at once, and `__del__` acknowledges what was yielded.
+            self._iter = Replies._run(cast(Replies, weakref.proxy(self)))
+        return next(self._iter)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            # A finalizer must not raise; what stays in flight comes back to this consumer name.
+            pass
 
     def close(self) -> None:
         """Stop reading; acknowledge what was handled (all yielded, unless an exception left the
@@ -757,6 +770,7 @@ class AsyncClient:
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
         self._hubs: dict[str, _WaitHub] = {}
+        self._first_looks = asyncio.Semaphore(defaults.WAIT_FIRST_LOOKS)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> AsyncClient:
@@ -902,11 +916,15 @@ class AsyncClient:
         """See `Client.wait`. Concurrent waits share the client's hub connection."""
         account, token = _ids(request)
         rid = _rid(request)
-        record = await self.store.read(
-            req_store.mark_and_read(self.keys, account, token, _WAITER_MS)
-        )
+        # Each first look takes a pooled connection for a moment: bounded, so any number of
+        # concurrent waits stays within the pool (which refuses more than its size).
+        async with self._first_looks:
+            record = await self.store.read(
+                req_store.mark_and_read(self.keys, account, token, _WAITER_MS)
+            )
+            if record is None:
+                await self.store.read(req_store.unmark(self.keys, account, token))
         if record is None:
-            await self.store.read(req_store.unmark(self.keys, account, token))
             raise _not_found(rid)
         if record.envelope is not None:
             return Result.from_json(record.envelope)
@@ -925,19 +943,19 @@ class AsyncClient:
         self, requests: Iterable[RequestRef], timeout: float | None = None
     ) -> AsyncIterator[Result]:
         """See `Client.as_completed`."""
-        tasks = [asyncio.ensure_future(self.wait(r, None)) for r in requests]
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # Each wait takes its first look before its timeout runs: what ended before the call
+        # comes back even with timeout=0, as from the sync client.
+        tasks = [asyncio.ensure_future(self.wait(r, timeout)) for r in requests]
         try:
             pending = set(tasks)
             while pending:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, pending = await asyncio.wait(
-                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    raise WaitTimeoutError(f"{len(pending)} requests still unfinished")
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                late = [t for t in done if isinstance(t.exception(), WaitTimeoutError)]
                 for t in done:
-                    yield t.result()
+                    if t not in late:
+                        yield t.result()
+                if late:
+                    raise WaitTimeoutError(f"{len(late) + len(pending)} requests still unfinished")
         finally:
             for t in tasks:
                 t.cancel()
@@ -957,13 +975,15 @@ class AsyncClient:
         out = await self.store.run(
             req_store.cancel(self.keys, account, token, int(self.settings.retention * 1000))
         )
+        if out.replies:
+            await reply_store.adrain_all(self.store, account)
         if out.envelope is not None:
             return Result.from_json(out.envelope)
         if out.state == "missing":
             raise RequestNotFoundError(f"no request {rid}")
         raise _cancel_refusal(rid, out.state)
 
-    async def replies(
+    def replies(
         self,
         reply_to: str,
         *,
@@ -971,56 +991,14 @@ class AsyncClient:
         consumer: str | None = None,
         prefetch: int = 1,
         reclaim_after: float = RECLAIM_AFTER,
-    ) -> AsyncIterator[Result]:
-        """See `Client.replies` (leaving the loop acknowledges what it yielded)."""
+    ) -> AsyncReplies:
+        """See `Client.replies`: iterate with `async for`, inside `async with` so that leaving
+        the block acknowledges what was yielded at once (an exception leaving it keeps the
+        current item for redelivery). A plain `async for` left early acknowledges on the
+        consumer's next read, or another consumer takes the items back after `reclaim_after`."""
         _check_prefetch(prefetch)
-        who = consumer or default_consumer()
-        keys, store = self.keys, self.store
-        now_s = await store.time_ms() // 1000
-        await store.read(reply_store.register(keys, reply_to, who, now_s))
-        while await store.run(reply_store.restore(keys, reply_to, who)) > 0:
-            pass
-        for other, seen in (await store.read(_consumers(keys, reply_to))).items():
-            if other != who and now_s - seen > reclaim_after:
-                while await store.run(reply_store.restore(keys, reply_to, other)) > 0:
-                    pass
-        src, dst = reply_store.blocking_take(keys, reply_to, who)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        finished: list[bytes] = []
-        current: bytes | None = None
-        try:
-            while True:
-                if current is not None:
-                    finished.append(current)
-                    current = None
-                group = await store.run(reply_store.take(keys, reply_to, who, prefetch, finished))
-                finished = []
-                if not group:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    wait_s = _timeout(left, self._block)
-                    try:
-                        raw = await store.block(
-                            ("BLMOVE", src, dst, "RIGHT", "LEFT", wait_s), wait_s
-                        )
-                    except RedisFullError:
-                        raw = None
-                        await asyncio.sleep(min(1.0, wait_s))
-                    if raw is None:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            return
-                        continue
-                    group = [raw]
-                if deadline is not None:
-                    deadline = time.monotonic() + (timeout or 0)
-                for i, raw in enumerate(group):
-                    current = raw
-                    finished = list(group[:i])
-                    yield Result.from_json(raw, reply_to=reply_to, consumer=who)
-                finished = list(group[:-1])
-        finally:
-            done = finished + ([current] if current is not None else [])
-            for raw in done:
-                await store.run(reply_store.ack(keys, reply_to, who, raw))
+        return AsyncReplies(self, reply_to, timeout, consumer or default_consumer(), prefetch,
+                            reclaim_after)  # fmt: skip
 
     async def ack(self, result: Result, *, consumer: str | None = None) -> None:
         """See `Client.ack`."""
@@ -1037,6 +1015,165 @@ class AsyncClient:
         acct = account or self.settings.default_account
         what = "*" if priority is None else f"p{priority}"
         await self.store.read(lane_store.request_flush(self.keys, acct, what))
+
+    async def dead(
+        self, *, account: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """See `Client.dead`."""
+        accounts = [account] if account else list(self.settings.accounts)
+        entries: list[tuple[str, int]] = []
+        for acct in accounts:
+            found = await self.store.read(
+                req_store.list_dead(self.keys, acct, offset=0, limit=offset + limit)
+            )
+            entries.extend(found)
+        entries.sort(key=lambda e: e[1], reverse=True)
+        entries = entries[offset : offset + limit]
+        return await self.store.read(req_store.read_letters(self.keys, entries)) if entries else []
+
+    async def requeue_dead(self, requests: Iterable[RequestRef]) -> dict[str, str]:
+        """See `Client.requeue_dead`."""
+        out: dict[str, str] = {}
+        for account, token in _dead_rids(requests):
+            rid = f"{account}.{token}"
+            for _ in range(3):
+                lane = await self.store.read(req_store.letter_lane(self.keys, account, token))
+                if lane is None:
+                    out[rid] = "not dead"
+                    break
+                code = await self.store.run(req_store.requeue_dead(self.keys, account, token, lane))
+                if code != -2:
+                    out[rid] = {1: "requeued", 0: "not dead", -1: "params gone"}[code]
+                    break
+        return out
+
+    async def purge_dead(self, requests: Iterable[RequestRef]) -> int:
+        """See `Client.purge_dead`."""
+        n = 0
+        for account, token in _dead_rids(requests):
+            n += await self.store.run(req_store.purge_dead(self.keys, account, token))
+        return n
+
+
+#: Acknowledgements scheduled by AsyncReplies left without `async with` (kept until they ran).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+class AsyncReplies:
+    """What `AsyncClient.replies` returns: an async iterator and async context manager."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        name: str,
+        timeout: float | None,
+        consumer: str,
+        prefetch: int,
+        reclaim_after: float,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.timeout = timeout
+        self.consumer = consumer
+        self.prefetch = prefetch
+        self.reclaim_after = reclaim_after
+        self._finished: list[bytes] = []
+        self._current: bytes | None = None
+        self._failed = False
+        self._gen: AsyncIterator[Result] | None = None
+
+    async def __aenter__(self) -> AsyncReplies:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._failed = exc is not None
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncReplies:
+        return self
+
+    def __del__(self) -> None:
+        # A plain `async for` left by `break`: acknowledge in a task of the running loop.
+        if self._gen is None and self._current is None and not self._finished:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop any more: what stays in flight comes back to this consumer name
+        task = loop.create_task(self.aclose())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    async def __anext__(self) -> Result:
+        if self._gen is None:
+            # A proxy, as in `Replies`: a loop left by `break` drops the last reference at once.
+            self._gen = AsyncReplies._run(cast(AsyncReplies, weakref.proxy(self)))
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading; acknowledge what was handled (see `Replies.close`)."""
+        if self._gen is not None:
+            await self._gen.aclose()  # type: ignore[attr-defined]
+            self._gen = None
+        done = list(self._finished)
+        if self._current is not None and not self._failed:
+            done.append(self._current)
+        self._finished, self._current = [], None
+        for raw in done:
+            await self.client.store.run(
+                reply_store.ack(self.client.keys, self.name, self.consumer, raw)
+            )
+
+    async def _reclaim(self) -> None:
+        c = self.client
+        now_s = await c.store.time_ms() // 1000
+        await c.store.read(reply_store.register(c.keys, self.name, self.consumer, now_s))
+        while await c.store.run(reply_store.restore(c.keys, self.name, self.consumer)) > 0:
+            pass
+        for other, seen in (await c.store.read(_consumers(c.keys, self.name))).items():
+            if other != self.consumer and now_s - seen > self.reclaim_after:
+                while await c.store.run(reply_store.restore(c.keys, self.name, other)) > 0:
+                    pass
+
+    async def _run(self) -> AsyncIterator[Result]:
+        c = self.client
+        await self._reclaim()
+        src, dst = reply_store.blocking_take(c.keys, self.name, self.consumer)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            finished = self._finished
+            if self._current is not None:
+                finished.append(self._current)
+                self._current = None
+            group = await c.store.run(
+                reply_store.take(c.keys, self.name, self.consumer, self.prefetch, finished)
+            )
+            self._finished = []
+            if not group:
+                left = None if deadline is None else deadline - time.monotonic()
+                wait_s = _timeout(left, c._block)
+                try:
+                    raw = await c.store.block(("BLMOVE", src, dst, "RIGHT", "LEFT", wait_s), wait_s)
+                except RedisFullError:
+                    raw = None  # Redis refuses BLMOVE at maxmemory; TAKE still works
+                    await asyncio.sleep(min(1.0, wait_s))
+                if raw is None:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return
+                    continue
+                group = [raw]
+            if deadline is not None:
+                deadline = time.monotonic() + (self.timeout or 0)
+            for i, raw in enumerate(group):
+                self._current = raw
+                self._finished = list(group[:i])
+                yield Result.from_json(raw, reply_to=self.name, consumer=self.consumer)
+            self._finished = list(group[:-1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,15 @@ WAITER_SECONDS = 3 * BLOCK_SECONDS
 HEALTH_CHECK_INTERVAL = 30
 #: Seconds between readings of Redis's clock (batchd's one clock) by each process.
 CLOCK_CHECK = 10.0
+#: Connections an asyncio client's pool opens at most; more concurrent calls wait for one.
+ASYNC_POOL_SIZE = 100
+#: Seconds an asyncio call waits for a free pooled connection before it fails.
+ASYNC_POOL_WAIT = 20.0
 #: Seconds a producer caches the set of accounts the daemon serves.
 ACCOUNTS_TTL = 60.0
+#: `AsyncClient.wait` calls that take their first look at once, each on a pooled connection;
+#: the rest queue for a turn, so thousands of concurrent waits stay within the pool's 100.
+WAIT_FIRST_LOOKS = 32
 
 # -- the pipeline ------------------------------------------------------------------------------
 

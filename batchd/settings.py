@@ -304,6 +304,12 @@ class IngressSettings(_Section):
     drop_in_max_wait: float = Field(
         2.0, gt=0, description="seconds a drop-in call waits for others before its batch is cut"
     )
+    drop_in_reattach: float = Field(
+        86400.0,
+        gt=0,
+        description="seconds an SDK's retry of a drop-in call re-attaches to the request its "
+        "first attempt queued (instead of queuing and paying for another)",
+    )
     idle_timeout: float = Field(15.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
 

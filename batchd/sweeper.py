@@ -15,11 +15,16 @@ from batchd.runtime import Runtime
 from batchd.stages import STAGE_OF_STATE
 from batchd.store import AssemblyState
 from batchd.store import assemblies as asm_store
+from batchd.store import replies as reply_store
 
 log = get_logger("batchd.sweeper")
 
 #: rq statuses of a job that will still run: the sweeper queues no second one.
 _WAITING = frozenset({"queued", "deferred", "scheduled"})
+#: Seconds between retries of replies a reply queue refused (parked).
+PARKED_RETRY = 30.0
+
+_parked_at: dict[str, float] = {}
 
 
 def sweep(rt: Runtime, limit: int = 200) -> int:
@@ -28,6 +33,7 @@ def sweep(rt: Runtime, limit: int = 200) -> int:
     now = rt.now_ms()
     recheck = now + int(rt.settings.run.stale_after * 1000)
     for account in rt.settings.accounts:
+        drain_replies(rt, account, now)
         due = rt.store.read(asm_store.overdue(rt.keys, account, now, limit))
         if not due:
             continue
@@ -47,6 +53,16 @@ def sweep(rt: Runtime, limit: int = 200) -> int:
             rt.enqueue(stage, account, asm)
             sent += 1
     return sent
+
+
+def drain_replies(rt: Runtime, account: str, now_ms: int) -> None:
+    """Replies left in the account's outbox (the step that ended them died before moving
+    them, or an asyncio cancel) go to their queues; refused ones are retried now and then."""
+    reply_store.drain_all(rt.store, account)
+    key = f"{rt.keys.prefix}/{account}"
+    if now_ms - _parked_at.get(key, 0) > PARKED_RETRY * 1000:
+        _parked_at[key] = now_ms
+        reply_store.drain(rt.store, account, parked=True)
 
 
 def wake_held(rt: Runtime) -> int:

@@ -24,6 +24,7 @@ from batchd.overlap import WriteBehind
 from batchd.runtime import Lease, Runtime, crash_point, jittered
 from batchd.stages.ending import error_result, requeue_missing, retention_ms
 from batchd.stages.poll import not_found
+from batchd.stages.submit import lane_betas
 from batchd.store import AssemblyRecord
 from batchd.store import assemblies as asm_store
 from batchd.store import replies as reply_store
@@ -109,7 +110,6 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
     account, asm, bid = a.account, a.id, a.batch_id or ""
     bound = log.bind(account=account, assembly=asm, batch_id=bid)
     totals = Applied(0, 0, 0, 0)
-    lines_seen = 0
     counting = threading.Lock()
     applied_chunks = 0
     ledger = asm_store.ledger_keys(rt.keys, account, rt.now_ms())
@@ -157,7 +157,17 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
             bound.warning("unreadable results line skipped", line=lineno, error=str(exc))
 
     rt.store.read(asm_store.count_fetch(rt.keys, account, asm))
-    stream = rt.api(account).results(bid, results_url=a.results_url, on_bad_line=unreadable)
+    expected = sum(a.counts.get(k, 0) for k in ("succeeded", "errored", "canceled", "expired"))
+    expected = expected or a.count
+    betas = lane_betas(rt, account, a.lane)
+    stream = rt.api(account).results(
+        bid,
+        results_url=a.results_url,
+        on_bad_line=unreadable,
+        expected=expected,
+        recover=True,
+        betas=betas or None,
+    )
     try:
         # Chunks go to Redis from threads while the next lines are parsed; two at a time, so
         # Redis has one to run while the other is sent. Lines are independent transitions.
@@ -167,7 +177,6 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
             # after it (the `mid_fanout` crash point) leaves the rest unapplied.
             send: Callable[[list[Line]], None] = apply
             for line in stream:
-                lines_seen += 1
                 token = line.custom_id
                 if len(token) != TOKEN_LENGTH:
                     unknown += 1
@@ -192,11 +201,10 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
         return "retry"
     finally:
         stream.close()  # release the connection at once, also when a LostLease interrupts
-    expected = sum(a.counts.get(k, 0) for k in ("succeeded", "errored", "canceled", "expired"))
-    expected = expected or a.count
+    lines_seen = stream.lines
     if totals.done + totals.requeued == a.count:
         missing = 0  # every request of the assembly had its line applied by this run
-    elif lines_seen + bad_lines < expected and a.fetches + 1 < RESULT_FETCHES:
+    elif stream.short and a.fetches + 1 < RESULT_FETCHES:
         bound.warning(
             "results download ended short of the batch's request counts; fetching again",
             lines=lines_seen,

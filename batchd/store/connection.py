@@ -18,7 +18,12 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
-from batchd.defaults import HEALTH_CHECK_INTERVAL, SOCKET_TIMEOUT
+from batchd.defaults import (
+    ASYNC_POOL_SIZE,
+    ASYNC_POOL_WAIT,
+    HEALTH_CHECK_INTERVAL,
+    SOCKET_TIMEOUT,
+)
 from batchd.errors import ConfigError
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -151,7 +156,15 @@ def connect_async(url: str, **kwargs: Any) -> Any:
             **parsed.options,
             **kwargs,
         )
-    return aredis.Redis.from_url(url, **kwargs)
+    # A pool that makes callers wait for a free connection (up to ASYNC_POOL_WAIT s) rather
+    # than fail: a burst of concurrent calls queues instead of erroring.
+    pool = aredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=kwargs.pop("max_connections", ASYNC_POOL_SIZE),
+        timeout=ASYNC_POOL_WAIT,
+        **kwargs,
+    )
+    return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def is_cluster(client: Any) -> bool:

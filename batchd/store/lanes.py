@@ -24,7 +24,7 @@ def _entry_age(head: Any) -> int | None:
     for an entry batchd did not write, so a cut sets it aside."""
     if not head:
         return None
-    parts = text(head).split(" ")
+    parts = _words(head)
     return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 0
 
 
@@ -162,8 +162,15 @@ def _claimed(reply: Any) -> Claimed:
     return Claimed(*(int(v) for v in reply))
 
 
+def _words(entry: Any) -> list[str]:
+    """A pending entry's space-separated fields; bytes that are not UTF-8 (never batchd's)
+    stay unreadable rather than stop the lane."""
+    raw = entry if isinstance(entry, bytes) else text(entry).encode()
+    return raw.decode("utf-8", "replace").split(" ")
+
+
 def _entry_token(entry: bytes) -> str:
-    token = text(entry).split(" ", 1)[0]
+    token = _words(entry)[0]
     return token if is_token(token) else "_"
 
 

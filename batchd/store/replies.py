@@ -16,7 +16,7 @@ from typing import Any
 
 from batchd.defaults import DRAIN_CHUNK, QUEUE_SEEN_MS
 from batchd.store.keys import Keys
-from batchd.store.runner import Read, Store
+from batchd.store.runner import AsyncStore, Read, Store
 from batchd.store.scripts import Call, call, text
 
 # -- consumers ---------------------------------------------------------------------------------
@@ -123,23 +123,66 @@ def _entries(raw: Sequence[Any]) -> list[tuple[int, str, str]]:
     return out
 
 
-def drain(store: Store, account: str, *, parked: bool = False, limit: int = DRAIN_CHUNK) -> Drained:
-    """Move the head of the account's outbox (or parked list) onto the reply queues."""
-    keys = store.keys
+def _outbox_head(keys: Keys, account: str, parked: bool, limit: int) -> Read[list[bytes]]:
     source = keys.reply_parked(account) if parked else keys.reply_outbox(account)
-    raw: list[bytes] = store.read(Read([("LRANGE", source, 0, limit - 1)], lambda out: out[0]))
-    if not raw:
-        return Drained(0, 0, 0, 0)
-    entries = _entries(raw)
-    tokens = [t for _, t, _ in entries if t]
-    envelopes: dict[str, bytes | None] = {}
-    if tokens:
-        got = store.read(
-            Read([("MGET", *[keys.request(account, t) for t in tokens])], lambda out: out[0])
-        )
-        for token, env in zip(tokens, got, strict=True):
+    return Read([("LRANGE", source, 0, limit - 1)], lambda out: list(out[0]))
+
+
+def _envelopes(keys: Keys, account: str, tokens: Sequence[str]) -> Read[dict[str, bytes | None]]:
+    def parse(out: list[Any]) -> dict[str, bytes | None]:
+        found: dict[str, bytes | None] = {}
+        for token, env in zip(tokens, out[0], strict=True):
             ok = isinstance(env, bytes) and env.startswith(b'{"id":')
-            envelopes[token] = env if ok else None
+            found[token] = env if ok else None
+        return found
+
+    return Read([("MGET", *[keys.request(account, t) for t in tokens])], parse)
+
+
+@dataclass
+class _Plan:
+    """One drain round worked out from the outbox head: the pushes, then the notes and trim."""
+
+    raw: list[bytes]
+    entries: list[tuple[int, str, str]]
+    by_queue: dict[str, list[tuple[int, bytes]]]
+    undeliverable: int
+
+    def pushes(self, keys: Keys, account: str, parked: bool) -> list[Call[int]]:
+        field = f"p:{account}" if parked else account
+        return [push(keys, q, field, pairs) for q, pairs in self.by_queue.items()]
+
+    def finish(
+        self, keys: Keys, account: str, parked: bool, results: list[Any], now_ms: int
+    ) -> tuple[Read[None], Call[int], Drained]:
+        refused = [
+            q for q, r in zip(self.by_queue, results, strict=True) if isinstance(r, Exception)
+        ]
+        pushed = sum(int(r) for r in results if not isinstance(r, Exception))
+        notes: list[tuple[Any, ...]] = []
+        if self.by_queue:
+            seen: list[Any] = []
+            for q in self.by_queue:
+                seen += [now_ms, q]
+            notes.append(("ZADD", keys.reply_queues(account), *seen))
+            notes.append(
+                ("ZREMRANGEBYSCORE", keys.reply_queues(account), "-inf", now_ms - QUEUE_SEEN_MS)
+            )
+        if self.undeliverable:
+            notes.append(
+                ("HINCRBY", keys.counters(account), "replies_undeliverable", self.undeliverable)
+            )
+        if parked:
+            trim = trim_parked(keys, account, len(self.raw), refused)
+        else:
+            last = max((seq for seq, _, _ in self.entries), default=0)
+            trim = trim_outbox(keys, account, last, len(self.raw), refused)
+        done = Drained(pushed, len(self.raw), self.undeliverable, len(refused))
+        return Read(notes, lambda out: None), trim, done
+
+
+def _plan(raw: list[bytes], envelopes: dict[str, bytes | None]) -> _Plan:
+    entries = _entries(raw)
     by_queue: dict[str, list[tuple[int, bytes]]] = {}
     undeliverable = 0
     for seq, token, queue in entries:
@@ -148,29 +191,41 @@ def drain(store: Store, account: str, *, parked: bool = False, limit: int = DRAI
             undeliverable += 1
             continue
         by_queue.setdefault(queue, []).append((seq, env))
-    field = f"p:{account}" if parked else account
-    calls = [push(keys, q, field, pairs) for q, pairs in by_queue.items()]
-    results = store.run_all(calls)
-    refused = [q for q, r in zip(by_queue, results, strict=True) if isinstance(r, Exception)]
-    pushed = sum(int(r) for r in results if not isinstance(r, Exception))
-    notes: list[tuple[Any, ...]] = []
-    if by_queue:
-        now = store.now_ms()
-        seen: list[Any] = []
-        for q in by_queue:
-            seen += [now, q]
-        notes.append(("ZADD", keys.reply_queues(account), *seen))
-        notes.append(("ZREMRANGEBYSCORE", keys.reply_queues(account), "-inf", now - QUEUE_SEEN_MS))
-    if undeliverable:
-        notes.append(("HINCRBY", keys.counters(account), "replies_undeliverable", undeliverable))
-    if notes:
-        store.read(Read(notes, lambda out: None))
-    if parked:
-        store.run(trim_parked(keys, account, len(raw), refused))
-    else:
-        last = max((seq for seq, _, _ in entries), default=0)
-        store.run(trim_outbox(keys, account, last, len(raw), refused))
-    return Drained(pushed, len(raw), undeliverable, len(refused))
+    return _Plan(raw, entries, by_queue, undeliverable)
+
+
+def drain(store: Store, account: str, *, parked: bool = False, limit: int = DRAIN_CHUNK) -> Drained:
+    """Move the head of the account's outbox (or parked list) onto the reply queues."""
+    keys = store.keys
+    raw = store.read(_outbox_head(keys, account, parked, limit))
+    if not raw:
+        return Drained(0, 0, 0, 0)
+    tokens = [t for _, t, _ in _entries(raw) if t]
+    envelopes = store.read(_envelopes(keys, account, tokens)) if tokens else {}
+    plan = _plan(raw, envelopes)
+    results = store.run_all(plan.pushes(keys, account, parked))
+    notes, trim, done = plan.finish(keys, account, parked, results, store.now_ms())
+    store.read(notes)
+    store.run(trim)
+    return done
+
+
+async def adrain(
+    store: AsyncStore, account: str, *, parked: bool = False, limit: int = DRAIN_CHUNK
+) -> Drained:
+    """The asyncio twin of `drain`."""
+    keys = store.keys
+    raw = await store.read(_outbox_head(keys, account, parked, limit))
+    if not raw:
+        return Drained(0, 0, 0, 0)
+    tokens = [t for _, t, _ in _entries(raw) if t]
+    envelopes = await store.read(_envelopes(keys, account, tokens)) if tokens else {}
+    plan = _plan(raw, envelopes)
+    results = await store.run_all(plan.pushes(keys, account, parked))
+    notes, trim, done = plan.finish(keys, account, parked, results, await store.time_ms())
+    await store.read(notes)
+    await store.run(trim)
+    return done
 
 
 def drain_all(store: Store, account: str) -> int:
@@ -178,6 +233,16 @@ def drain_all(store: Store, account: str) -> int:
     total = 0
     while True:
         d = drain(store, account)
+        total += d.pushed
+        if d.entries < DRAIN_CHUNK:
+            return total
+
+
+async def adrain_all(store: AsyncStore, account: str) -> int:
+    """The asyncio twin of `drain_all`."""
+    total = 0
+    while True:
+        d = await adrain(store, account)
         total += d.pushed
         if d.entries < DRAIN_CHUNK:
             return total

@@ -313,3 +313,29 @@ def purge_dead(keys: Keys, account: str, token: str) -> Call[int]:
         [request_id(account, token)],
         int,
     )
+
+
+# -- drop-in attempts --------------------------------------------------------------------------
+
+
+def _attempt_key(keys: Keys, account: str, caller: str, digest: str) -> str:
+    return keys.idempotency(account, key_digest(f"attempt\x1f{caller}\x1f{digest}"))
+
+
+def remember_attempt(
+    keys: Keys, account: str, caller: str, digest: str, rid: str, ttl_ms: int
+) -> Read[None]:
+    """Note that `caller`'s request with this body digest is `rid`, so a retry of the same HTTP
+    call (an SDK's own) re-attaches to it instead of queuing a second, billed one."""
+    return Read(
+        [("SET", _attempt_key(keys, account, caller, digest), rid, "PX", ttl_ms)], lambda out: None
+    )
+
+
+def find_attempt(keys: Keys, account: str, caller: str, digest: str) -> Read[str | None]:
+    """The request an earlier attempt of this call made, if remembered."""
+    return Read(
+        [("GET", _attempt_key(keys, account, caller, digest))],
+        lambda out: text(out[0]) or None if not isinstance(out[0], Exception) else None,
+        errors=True,
+    )

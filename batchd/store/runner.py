@@ -110,6 +110,18 @@ def checked(reply: Any) -> Any:
     return reply
 
 
+def _parsed(r: Read[T], out: list[Any]) -> T:
+    """A read's replies parsed; an error reply raised as a BatchdError, also one its parse
+    raises (a record under foreign data: Redis's WRONGTYPE)."""
+    if not r.errors:
+        for reply in out:
+            checked(reply)
+    try:
+        return r.parse(out)
+    except redis.RedisError as exc:
+        raise translate(exc) from exc
+
+
 class Store:
     """Runs the data model's calls on one sync client (a server, or a cluster)."""
 
@@ -219,10 +231,7 @@ class Store:
             out = list(pipe.execute(raise_on_error=False))
         except redis.RedisError as exc:
             raise translate(exc) from exc
-        if not r.errors:
-            for reply in out:
-                checked(reply)
-        return r.parse(out)
+        return _parsed(r, out)
 
     def block(self, command: tuple[Any, ...], timeout: float) -> Any:
         """One blocking command (BLMOVE, BLMPOP), its errors translated; None when it timed
@@ -315,10 +324,7 @@ class AsyncStore:
             out = list(await pipe.execute(raise_on_error=False))
         except redis.RedisError as exc:
             raise translate(exc) from exc
-        if not r.errors:
-            for reply in out:
-                checked(reply)
-        return r.parse(out)
+        return _parsed(r, out)
 
     async def block(self, command: tuple[Any, ...], timeout: float) -> Any:
         try:
