@@ -10,17 +10,24 @@ import batchd
 
 PUBLIC = [
     "APIError",
+    "AckError",
     "AsyncClient",
+    "AsyncTicket",
     "BatchdError",
     "CancelError",
     "Client",
     "ConfigError",
+    "IdempotencyConflictError",
     "InvalidRequestError",
+    "RedisFullError",
+    "RedisUnavailableError",
+    "Replies",
     "RequestNotFoundError",
     "RequestState",
     "RequestTooLargeError",
     "Result",
     "Settings",
+    "StoreError",
     "SubmitError",
     "SubmitItem",
     "Ticket",
@@ -30,12 +37,17 @@ PUBLIC = [
 
 ERRORS = [
     "APIError",
+    "AckError",
     "BatchdError",
     "CancelError",
     "ConfigError",
+    "IdempotencyConflictError",
     "InvalidRequestError",
+    "RedisFullError",
+    "RedisUnavailableError",
     "RequestNotFoundError",
     "RequestTooLargeError",
+    "StoreError",
     "SubmitError",
     "WaitTimeoutError",
 ]
@@ -67,9 +79,21 @@ def test_public_errors_share_one_root(name: str) -> None:
 
 
 def test_submit_refusals_are_submit_errors() -> None:
-    """Both kinds of submit refusal are caught as SubmitError."""
+    """Every kind of submit refusal is caught as SubmitError."""
     assert issubclass(batchd.InvalidRequestError, batchd.SubmitError)
     assert issubclass(batchd.RequestTooLargeError, batchd.SubmitError)
+    assert issubclass(batchd.IdempotencyConflictError, batchd.SubmitError)
+
+
+def test_redis_failures_are_store_errors() -> None:
+    """Redis down and Redis full are both caught as StoreError."""
+    assert issubclass(batchd.RedisUnavailableError, batchd.StoreError)
+    assert issubclass(batchd.RedisFullError, batchd.StoreError)
+
+
+def test_async_ticket_is_a_ticket() -> None:
+    """What AsyncClient.submit returns is a Ticket too, so code typed for one takes both."""
+    assert issubclass(batchd.AsyncTicket, batchd.Ticket)
 
 
 def test_version_is_a_string() -> None:

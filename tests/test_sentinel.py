@@ -14,7 +14,8 @@ from batchd import Client, Settings
 from batchd.aggregate import lane_stats
 from batchd.errors import ConfigError
 from batchd.runtime import Runtime
-from batchd.store import _sentinel_url, connect
+from batchd.store import Keys, Lane, Store, connect, parse_url
+from batchd.store import counters as counter_store
 from tests.support.redis import RedisServer, free_port, redis_server_binary
 
 
@@ -35,7 +36,7 @@ def sentinel(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                if probe.execute_command("SENTINEL", "get-master-addr-by-name", "primary"):
+                if probe.execute_command("SENTINEL", "get-master-addr-by-name", "primary"):  # type: ignore[no-untyped-call]
                     break
             except redis.RedisError:
                 pass
@@ -53,30 +54,36 @@ def test_client_and_runtime_work_through_sentinel(sentinel: str, redis_url: str)
     settings = Settings.load(redis_url=sentinel)
     with Client(settings=settings) as client:
         ticket = client.submit(
-            {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
         )
         assert client.get(ticket.id).state == "pending"
     rt = Runtime(settings)
     try:
-        assert lane_stats(rt, "default", 0).count == 1
+        assert lane_stats(rt, "default", Lane.of(0).id).count == 1
     finally:
         rt.close()
-    direct = connect(redis_url)
+    direct = Store(connect(redis_url), Keys(settings.prefix))
     try:
-        assert direct.hget(b"batchd:counters", "submitted") == b"1"
+        counted = direct.read(counter_store.read(direct.keys, ["default"]))
+        assert counted["default"]["submitted"] == 1
     finally:
         direct.close()
 
 
 def test_sentinel_url_parts() -> None:
     """Several sentinels, credentials and a database number are read from the URL."""
-    nodes, service, options = _sentinel_url("redis+sentinel://u:p%40ss@a:1,b:2,c/svc/3")
-    assert nodes == [("a", 1), ("b", 2), ("c", 26379)]
-    assert service == "svc"
-    assert options == {"db": 3, "username": "u", "password": "p@ss"}
+    parsed = parse_url("redis+sentinel://u:p%40ss@a:1,b:2,c/svc/3")
+    assert parsed.sentinel and not parsed.cluster
+    assert parsed.nodes == [("a", 1), ("b", 2), ("c", 26379)]
+    assert parsed.service == "svc"
+    assert parsed.options == {"db": 3, "username": "u", "password": "p@ss"}
 
 
 def test_sentinel_url_without_service_is_refused() -> None:
     """A sentinel URL must name the monitored service."""
-    with pytest.raises(ConfigError):
-        _sentinel_url("redis+sentinel://127.0.0.1:26379")
+    with pytest.raises(ConfigError, match="service name"):
+        parse_url("redis+sentinel://127.0.0.1:26379")

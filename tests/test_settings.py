@@ -377,3 +377,30 @@ def test_bad_environment_value_names_the_field(monkeypatch: pytest.MonkeyPatch) 
     [problem] = problems_of(exc_info)
     assert problem.startswith("batch.max_wait:")
     assert "'soon'" in problem
+
+
+def test_claim_chunk_is_bounded() -> None:
+    """batch.claim_chunk above 500 is refused, naming the bound: one Redis call stays short."""
+    with pytest.raises(ConfigError) as exc_info:
+        Settings.load(batch={"claim_chunk": 501})
+    [problem] = problems_of(exc_info)
+    assert problem.startswith("batch.claim_chunk:")
+    assert "500" in problem
+
+
+def test_rq_url_cannot_be_a_cluster() -> None:
+    """redis.rq_url naming a Redis Cluster is refused: rq does not support one."""
+    with pytest.raises(ConfigError) as exc_info:
+        Settings.load(redis={"rq_url": "redis+cluster://127.0.0.1:7000"})
+    [problem] = problems_of(exc_info)
+    assert problem.startswith("redis.rq_url:")
+    assert "Cluster" in problem
+
+
+def test_rq_url_is_checked_like_redis_url() -> None:
+    """A redis.rq_url that is no Redis URL is refused, saying which schemes are accepted."""
+    with pytest.raises(ConfigError) as exc_info:
+        Settings.load(redis={"rq_url": "http://127.0.0.1:6379"})
+    [problem] = problems_of(exc_info)
+    assert problem.startswith("redis.rq_url:")
+    assert "redis://" in problem

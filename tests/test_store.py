@@ -1,13 +1,18 @@
-"""Start-up checks of the Redis batchd uses: each way it can lose requests is named."""
+"""The store's door to Redis: start-up checks naming each way a Redis can lose requests, Redis
+failures as batchd's own errors, and Redis's clock."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 
-from batchd.store import durability_warnings
-from tests.support.redis import RedisServer
+from batchd.errors import RedisFullError, RedisUnavailableError
+from batchd.store import Keys, Read, Store, connect, durability_warnings
+from tests.support.redis import RedisServer, free_port
+
+KEYS = Keys("batchd")
 
 
 def test_safe_redis_gets_no_warning(redis_client: redis.Redis) -> None:
@@ -41,3 +46,38 @@ def test_appendfsync_no_is_named(tmp_path: Path) -> None:
         client.close()
         server.kill()
     assert any("appendfsync is no" in p for p in problems)
+
+
+def test_unreachable_redis_is_redis_unavailable() -> None:
+    """A Redis nobody listens for fails as RedisUnavailableError, pointing at redis_url."""
+    store = Store(connect(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=2), KEYS)
+    try:
+        with pytest.raises(RedisUnavailableError, match="redis_url"):
+            store.time_ms()
+    finally:
+        store.close()
+
+
+def test_full_redis_is_redis_full(tmp_path: Path) -> None:
+    """A write refused at maxmemory fails as RedisFullError; reading still works."""
+    server = RedisServer(tmp_path / "r", extra=["--maxmemory", "4mb"])
+    server.start()
+    store = Store(connect(server.url), KEYS)
+    key = KEYS.params("default", "filler")
+    chunk = b"x" * (1024 * 1024)
+    try:
+        with pytest.raises(RedisFullError, match="Redis is full") as caught:
+            for _ in range(16):
+                store.read(Read([("APPEND", key, chunk)], lambda out: None))
+        assert isinstance(caught.value.__cause__, redis.RedisError)
+        assert store.read(Read([("STRLEN", key)], lambda out: int(out[0]))) > 0
+    finally:
+        store.close()
+        server.kill()
+
+
+def test_clock_skew_of_one_host_is_small(redis_client: redis.Redis) -> None:
+    """Redis on this host keeps this host's time: the measured skew is well under a second."""
+    store = Store(redis_client, KEYS)
+    assert abs(store.clock_skew_ms()) < 500
+    assert abs(store.now_ms() - store.time_ms()) < 500

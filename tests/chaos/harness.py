@@ -19,6 +19,7 @@ import orjson
 
 from batchd import Client, Settings
 from batchd.errors import RequestNotFoundError
+from batchd.store import counters as counter_store
 from tests.chaos.checker import Checker, Verdict
 from tests.chaos.cluster import SECRETS, Cluster
 from tests.chaos.nemesis import KINDS, Nemesis
@@ -250,13 +251,16 @@ def _client(cluster: Cluster) -> Client:
 
 def _counter(cluster: Cluster, name: str) -> int:
     with _client(cluster) as client:
-        return int(client.redis.hget(client.keys.counters(), name) or 0)
+        per = client.store.read(counter_store.read(client.keys, list(client.settings.accounts)))
+        return counter_store.total(per).get(name, 0)
 
 
 def _verdict(cluster: Cluster, checker: Checker) -> Verdict:
     with _client(cluster) as client:
         leftovers: dict[str, list[str]] = {}
-        for key in client.redis.scan_iter(match=f"{client.keys.prefix}:reply:*"):
+        # Reply queues and consumers' in-flight lists (a queue's cursor and consumer registry
+        # are hashes under the same prefix).
+        for key in client.redis.scan_iter(match=f"{client.keys.prefix}:reply:*", _type="list"):
             ids = [orjson.loads(raw)["id"] for raw in client.redis.lrange(key, 0, -1)]
             if ids:
                 leftovers[key.decode()] = ids

@@ -19,12 +19,25 @@ import redis
 from standardwebhooks import Webhook
 
 from batchd import Client, Settings
-from batchd.errors import BatchdError, RequestNotFoundError, WaitTimeoutError
+from batchd.errors import (
+    BatchdError,
+    RedisUnavailableError,
+    RequestNotFoundError,
+    StoreError,
+    WaitTimeoutError,
+)
 from tests.chaos.checker import Checker
 from tests.webhooks.support import SECRET, Received, Receiver, Reply
 
 #: Errors a producer or reader rides out while Redis restarts or loads its AOF.
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+#: What a producer or consumer sees while Redis restarts or fails over: it tries again.
+TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    RedisUnavailableError,
+    StoreError,
+)
 
 
 def params(n: int, invalid: bool) -> dict[str, Any]:
@@ -167,7 +180,7 @@ class Readers:
                 try:
                     for result in client.replies(name, timeout=1.0, consumer="chaos"):
                         self.checker.reply(name, result.id, result.status)
-                        client.ack(name, result)
+                        client.ack(result)
                         self.checker.reply_acked(result.id)
                         if self.stop.is_set():
                             break

@@ -10,6 +10,8 @@ import pytest
 
 from batchd import Settings
 from batchd.runtime import Runtime
+from batchd.store import assemblies as asm_store
+from batchd.store import locks
 
 ACCOUNT = "default"
 FENCE = "7"
@@ -18,7 +20,8 @@ FENCE = "7"
 @pytest.fixture
 def rt(redis_url: str) -> Iterator[Runtime]:
     runtime = Runtime(Settings.load(redis_url=redis_url))
-    runtime.redis.set(runtime.keys.create_lock(ACCOUNT), FENCE)
+    key = asm_store.create_lock_key(runtime.keys, ACCOUNT)
+    assert runtime.store.read(locks.acquire(key, FENCE, 60_000))
     try:
         yield runtime
     finally:
@@ -26,11 +29,18 @@ def rt(redis_url: str) -> Iterator[Runtime]:
 
 
 def intent(rt: Runtime, asm: str, fence: str = FENCE) -> int:
-    return int(rt.scripts.intent(args=[rt.keys.tag(ACCOUNT), fence, asm]))
+    seen = rt.store.read(asm_store.open_intent(rt.keys, ACCOUNT))
+    return rt.store.run(asm_store.intent(rt.keys, ACCOUNT, asm, fence, seen))
 
 
 def record(rt: Runtime, asm: str, batch_id: str) -> None:
-    rt.scripts.record(args=[rt.keys.tag(ACCOUNT), rt.keys.prefix, ACCOUNT, asm, batch_id, 1000])
+    rt.store.run(
+        asm_store.record(rt.keys, ACCOUNT, asm, batch_id, first_poll_ms=1000, retention_ms=60_000)
+    )
+
+
+def open_intent(rt: Runtime) -> str:
+    return rt.store.read(asm_store.open_intent(rt.keys, ACCOUNT))
 
 
 def test_a_second_create_waits_while_the_first_is_unresolved(rt: Runtime) -> None:
@@ -44,14 +54,14 @@ def test_recording_the_batch_lets_the_next_create_start(rt: Runtime) -> None:
     """Once A's batch id is recorded, B may write its intent."""
     intent(rt, "A")
     record(rt, "A", "msgbatch_A")
-    assert rt.redis.get(rt.keys.open_intent(ACCOUNT)) is None
+    assert open_intent(rt) == ""
     assert intent(rt, "B") > 0
 
 
 def test_withdrawing_the_intent_lets_the_next_create_start(rt: Runtime) -> None:
     """A create that certainly made nothing withdraws its intent; B may go."""
     intent(rt, "A")
-    assert int(rt.scripts.clear_intent(args=[rt.keys.tag(ACCOUNT), FENCE, "A"])) == 1
+    assert rt.store.run(asm_store.clear_intent(rt.keys, ACCOUNT, "A", FENCE)) == 1
     assert intent(rt, "B") > 0
 
 
@@ -62,7 +72,13 @@ def test_a_pointer_to_a_resolved_assembly_does_not_block(rt: Runtime) -> None:
     assert intent(rt, "B") > 0
 
 
+def test_a_pointer_that_moved_since_it_was_read_is_read_again(rt: Runtime) -> None:
+    """INTENT refuses (-2) when the open intent is not the one its caller saw."""
+    rt.redis.set(rt.keys.open_intent(ACCOUNT), "other")
+    assert rt.store.run(asm_store.intent(rt.keys, ACCOUNT, "B", FENCE, "")) == -2
+
+
 def test_no_intent_without_the_create_lock(rt: Runtime) -> None:
     """A fence that does not hold the create lock writes nothing and opens nothing."""
     assert intent(rt, "A", fence="6") == 0
-    assert rt.redis.get(rt.keys.open_intent(ACCOUNT)) is None
+    assert open_intent(rt) == ""

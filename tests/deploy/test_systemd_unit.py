@@ -108,7 +108,7 @@ def test_unit_environment_starts_a_daemon(stack: Stack, tmp_path: Path) -> None:
     try:
         daemon.start()
         sock.until("READY=1", 30)
-        ticket = stack.client.submit({"model": "m", "max_tokens": 8,
+        ticket = stack.client.submit({"model": "claude-haiku-4-5", "max_tokens": 8,
                                       "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
         assert stack.client.wait(ticket.id, timeout=60).status == "succeeded"
         assert list(runtime.iterdir())  # the metrics directory lives in RuntimeDirectory

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batchd import Client, Settings
+from batchd.store import counters as counter_store
+from batchd.store import replies as reply_store
 from tests.support.daemon import DaemonProcess, daemon_env, wait_for
 from tests.support.emulator import EmulatorProcess
 from tests.support.redis import RedisServer
@@ -46,8 +49,15 @@ class Stack:
         return d
 
     def counters(self) -> dict[str, int]:
-        raw = self.client.redis.hgetall(self.client.keys.counters())
-        return {k.decode(): int(v) for k, v in raw.items()}
+        accounts = list(self.client.settings.accounts)
+        return counter_store.total(
+            self.client.store.read(counter_store.read(self.client.keys, accounts))
+        )
+
+    def outbox_empty(self) -> bool:
+        accounts = list(self.client.settings.accounts)
+        backlog = self.client.store.read(reply_store.backlog(self.client.keys, accounts))
+        return all(waiting == 0 for waiting, _ in backlog.values())
 
     def ended(self) -> int:
         return sum(v for k, v in self.counters().items() if k.startswith("ended:"))
@@ -58,6 +68,9 @@ class Stack:
 
         try:
             wait_for(done, timeout, f"{n} requests to end", step=0.1)
+            # Ended requests reach their reply queues through the account's outbox, moved by
+            # the step that ended them right after: wait for it to be empty too.
+            wait_for(self.outbox_empty, timeout, "the reply outbox to drain", step=0.05)
         except AssertionError:
             logs = "\n".join(d.log_text()[-4000:] for d in self.daemons)
             raise AssertionError(f"only {self.ended()} of {n} ended; logs:\n{logs}") from None
@@ -65,13 +78,11 @@ class Stack:
     def reply_and_ack(self, queue: str) -> Any:
         """The next envelope on a reply queue, as a dict."""
         for result in self.client.replies(queue, timeout=10):
-            self.client.ack(queue, result)
+            self.client.ack(result)
             return result.to_dict()
         raise AssertionError(f"nothing on reply queue {queue}")
 
     def reply_ids(self, queue: str) -> list[str]:
-        import orjson
-
         raw = self.client.redis.lrange(self.client.keys.reply_queue(queue), 0, -1)
         return [orjson.loads(r)["id"] for r in raw]
 

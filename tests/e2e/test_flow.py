@@ -8,6 +8,9 @@ import sys
 import pytest
 
 from batchd import CancelError
+from batchd.runtime import Runtime
+from batchd.store import assemblies as asm_store
+from batchd.store.assemblies import Line
 from tests.e2e.conftest import Stack, SubmitFn, params
 from tests.support.daemon import wait_for
 
@@ -18,7 +21,9 @@ def test_requests_succeed_with_their_message(stack: Stack, submit: SubmitFn) -> 
     ids = submit(40)
     results = [stack.client.wait(i, timeout=60) for i in ids]
     assert {r.status for r in results} == {"succeeded"}
-    assert all(r.message and r.message["type"] == "message" for r in results)
+    assert all(r.message_dict and r.message_dict["type"] == "message" for r in results)
+    assert all(r.message is not None and r.message.type == "message" for r in results)
+    assert all(r.text for r in results)
     assert all(r.batch_id and r.batch_id.startswith("msgbatch_") for r in results)
     audit = stack.emulator.audit()[stack.emulator.api_key]
     assert audit["billed"] == 40
@@ -136,7 +141,7 @@ def test_corrupted_record_is_rejected_and_others_proceed(stack: Stack, submit: S
     stack.daemon(BATCHD_BATCH__MAX_WAIT="3600")
     ids = submit(3)
     _, token = ids[1].split(".", 1)
-    stack.client.redis.hset(stack.client.keys.params("default"), token, b"{}")
+    stack.client.redis.set(stack.client.keys.params("default", token), b"{}")
     stack.client.flush()
     results = {i: stack.client.wait(i, timeout=60) for i in ids}
     assert results[ids[1]].status == "rejected"
@@ -212,9 +217,10 @@ def test_params_unchanged_on_the_wire(stack: Stack) -> None:
 def test_batch_vanished_from_the_api_ends_its_requests_errored(
     stack: Stack, submit: SubmitFn
 ) -> None:
-    """A batch the API no longer knows (404) ends its requests errored, not sent twice."""
+    """A batch the API no longer knows (404, and not in its list) past `poll.not_found_grace`
+    ends its requests errored, not sent twice."""
     stack.emulator.set_profile({"processing_time": [10_000, 10_000]})
-    stack.daemon()
+    stack.daemon(BATCHD_POLL__NOT_FOUND_GRACE="2")
     [rid] = submit(1)
     wait_for(lambda: stack.client.get(rid).batch_id, 30, "the batch id")
     stack.emulator.reset()
@@ -224,22 +230,51 @@ def test_batch_vanished_from_the_api_ends_its_requests_errored(
     assert result.attempts == 1
 
 
+def test_transient_404s_are_polled_through(stack: Stack, submit: SubmitFn) -> None:
+    """Batches answering 404 for a while (after create, in mid-life, on results) are polled
+    and read again: every request succeeds, billed once, none ends errored."""
+    stack.emulator.set_profile(
+        {"transient_404_rate": 1.0, "transient_404_seconds": 1.5, "processing_time": [3, 3]}
+    )
+    stack.daemon()
+    ids = submit(30)
+    results = [stack.client.wait(i, timeout=90) for i in ids]
+    assert {r.status for r in results} == {"succeeded"}
+    audit = stack.emulator.audit()[stack.emulator.api_key]
+    assert audit["transient_404s"] > 0, "no transient 404 was served"
+    assert audit["billed"] == 30
+    assert audit["double_submitted"] == []
+
+
+def test_results_come_from_results_url(stack: Stack, submit: SubmitFn) -> None:
+    """Results are read from the batch's `results_url`, not a path batchd builds itself."""
+    stack.emulator.set_profile({"opaque_results_url": True})
+    stack.daemon()
+    ids = submit(5)
+    assert {stack.client.wait(i, timeout=60).status for i in ids} == {"succeeded"}
+    downloads = stack.emulator.audit()[stack.emulator.api_key]["results_downloads"]
+    assert downloads, "no results download was counted"
+    assert all("batch-results" in path for path in downloads), downloads
+
+
 def test_unknown_and_repeated_result_lines_are_ignored(stack: Stack) -> None:
     """Fan-out lines for ids not in the batch, or seen before, change nothing."""
-    from batchd.runtime import Runtime
-
     stack.daemon()
     ticket = stack.client.submit(params(1))
     first = stack.client.wait(ticket.id, timeout=60)
     rt = Runtime(stack.client.settings)
     try:
         _, token = ticket.id.split(".", 1)
-        out = rt.scripts.fanout(
-            args=[rt.keys.tag("default"), rt.keys.prefix, "default", "some-assembly",
-                  str(first.batch_id), 60_000, 3, token, "err", b'{"type":"errored"}',
-                  "0" * 26, "ok", b'{"type":"succeeded"}']
+        out = rt.store.run(
+            asm_store.fanout(
+                rt.keys, "default", "some-assembly", str(first.batch_id), "0",
+                [Line(token, "err", b'{"type":"errored"}'),
+                 Line("0" * 26, "ok", b'{"type":"succeeded"}')],
+                retention_ms=60_000, max_attempts=3,
+                ledger=asm_store.ledger_keys(rt.keys, "default", rt.now_ms()),
+            )
         )  # fmt: skip
     finally:
         rt.close()
-    assert [int(x) for x in out] == [0, 0, 2]
+    assert (out.done, out.requeued, out.ignored) == (0, 0, 2)
     assert stack.client.wait(ticket.id, timeout=5).raw == first.raw

@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import redis
 import yaml
 from prometheus_client.metrics_core import Metric
 
 from batchd import Client, Settings
-from batchd.keys import Keys
 from batchd.observe import metrics
 from batchd.observe.collector import BuildInfoCollector, RedisCollector
 
@@ -26,17 +24,17 @@ def series_names(families: list[Metric]) -> set[str]:
 def exported(redis_url: str) -> set[str]:
     """Every series name batchd's /metrics can show (a lane exists, so lane gauges show too)."""
     settings = Settings.load(redis_url=redis_url)
-    with Client(settings=settings) as client:
-        client.submit(
-            {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
-        )
     metrics.get()
     families = list(metrics.REGISTRY.collect()) + list(BuildInfoCollector().collect())
-    conn = redis.Redis.from_url(redis_url)
-    try:
-        families += list(RedisCollector(conn, Keys(), ["default"]).collect())
-    finally:
-        conn.close()
+    with Client(settings=settings) as client:
+        client.submit(
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 1,
+                "messages": [{"role": "user", "content": "x"}],
+            }
+        )
+        families += list(RedisCollector(client.store, ["default"]).collect())
     return series_names(families)
 
 

@@ -6,10 +6,17 @@ import socket
 
 from rq import Queue
 
+from batchd.store import AssemblyState, Lane
+from batchd.store import lanes as lane_store
+from batchd.store.records import Assembly
 from tests.e2e.conftest import Stack, SubmitFn, params
 from tests.observe.conftest import ops_port, scrape, total, value
 from tests.support.daemon import wait_for
 from tests.webhooks.support import SECRET, Receiver
+
+DEFAULT = {"account": "default"}
+#: The labels of the default account's plain priority-0 lane.
+LANE_0 = {"account": "default", "priority": "0", "lane": Lane.of(0).id}
 
 
 def test_counts_match_the_run(stack: Stack, submit: SubmitFn) -> None:
@@ -27,10 +34,10 @@ def test_counts_match_the_run(stack: Stack, submit: SubmitFn) -> None:
     m = scrape(port)
     audit = stack.emulator.audit()[stack.emulator.api_key]
     created = audit["batches_created"]
-    assert value(m, "batchd_requests_submitted_total") == 8
-    assert value(m, "batchd_requests_ended_total", status="succeeded") == 4
-    assert value(m, "batchd_requests_ended_total", status="errored") == 1
-    assert value(m, "batchd_requests_ended_total", status="dead") == 3
+    assert value(m, "batchd_requests_submitted_total", **DEFAULT) == 8
+    assert value(m, "batchd_requests_ended_total", **DEFAULT, status="succeeded") == 4
+    assert value(m, "batchd_requests_ended_total", **DEFAULT, status="errored") == 1
+    assert value(m, "batchd_requests_ended_total", **DEFAULT, status="dead") == 3
     assert value(m, "batchd_requests_retried_total") == 3
     assert value(m, "batchd_dead_letters", account="default") == 3
     assert value(m, "batchd_batches_created_total") == created >= 3
@@ -41,8 +48,10 @@ def test_counts_match_the_run(stack: Stack, submit: SubmitFn) -> None:
     assert value(m, "batchd_api_requests_total", operation="results", status="200") == created
     assert value(m, "batchd_stage_job_duration_seconds_count", stage="fanout") >= created
     assert total(m, "batchd_stage_job_failures_total") == 0
-    assert value(m, "batchd_pending_requests", account="default", priority="0") == 0
+    assert value(m, "batchd_pending_requests", **LANE_0) == 0
     assert value(m, "batchd_batches_in_flight", account="default") == 0
+    assert value(m, "batchd_replies_waiting", account="default") == 0
+    assert value(m, "batchd_replies_parked", account="default") == 0
     assert value(m, "batchd_redis_up") == 1
     assert value(m, "batchd_daemon_processes") == 1
     assert total(m, "batchd_build_info") == 1
@@ -54,11 +63,12 @@ def test_gauges_follow_a_batch(stack: Stack, submit: SubmitFn) -> None:
     daemon = stack.daemon(BATCHD_BATCH__MAX_WAIT="3600")
     port = ops_port(daemon)
     submit(3)
-    lane = {"account": "default", "priority": "0"}
+    lane = LANE_0
     m = scrape(port)
-    stats = stack.client.redis.hgetall(stack.client.keys.lane_stats("default", 0))
+    stats = lane_store.stats(stack.client.keys, "default", [lane["lane"]])
+    [counted] = stack.client.store.read(stats)
     assert value(m, "batchd_pending_requests", **lane) == 3
-    assert value(m, "batchd_pending_bytes", **lane) == int(stats[b"bytes"]) > 0
+    assert value(m, "batchd_pending_bytes", **lane) == counted.stats.bytes > 0
     assert value(m, "batchd_pending_oldest_age_seconds", **lane) > 0
 
     stack.client.flush()
@@ -94,7 +104,7 @@ def test_two_replicas_add_up(stack: Stack, submit: SubmitFn) -> None:
                for m in scrapes]  # fmt: skip
     assert sum(creates) == created >= 8
     for m in scrapes:
-        assert value(m, "batchd_requests_submitted_total") == 40
+        assert value(m, "batchd_requests_submitted_total", **DEFAULT) == 40
         assert value(m, "batchd_batches_created_total") == created
         assert value(m, "batchd_daemon_processes") == 2
 
@@ -130,7 +140,10 @@ def test_stage_job_failure_counted(stack: Stack) -> None:
     port = ops_port(daemon)
     r, keys = stack.client.redis, stack.client.keys
     # An assembly in flight with no batch id: its poll job cannot run.
-    r.hset(keys.assembly("default", "broken"), mapping={"st": "submitted", "cnt": 1})
+    r.hset(
+        keys.assembly("default", "broken"),
+        mapping={Assembly.STATE: AssemblyState.SUBMITTED.value, Assembly.COUNT: 1},
+    )
     queue = Queue("batchd-poll", connection=r)
     queue.enqueue("batchd.stages.run_stage", "poll", "default", "broken")
     wait_for(
@@ -176,8 +189,8 @@ def test_labels_are_bounded(stack: Stack, submit: SubmitFn) -> None:
     port = ops_port(daemon)
     ids = submit(5)
     stack.wait_ended(5)
-    allowed = {"operation", "status", "outcome", "stage", "account", "priority", "state", "le",
-               "version", "python"}  # fmt: skip
+    allowed = {"operation", "status", "outcome", "stage", "account", "priority", "lane", "state",
+               "le", "version", "python"}  # fmt: skip
     m = scrape(port)
     names = {name for name, _ in m if name.startswith("batchd_")}
     assert len(names) > 20

@@ -30,7 +30,7 @@ def run_child(directory: Path) -> None:
 
 def read(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in registry.collect()

@@ -1,9 +1,12 @@
-"""/healthz and /readyz: alive means the loops live, ready means Redis answers and not stopping."""
+"""/healthz and /readyz: alive means the loops live; ready means Redis answers, this host's clock
+agrees with Redis's, and the daemon is not stopping."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -13,8 +16,12 @@ from batchd.observe.server import OpsServer
 from batchd.settings import Settings
 from tests.e2e.conftest import Stack
 from tests.observe.conftest import ops_port, probe
-from tests.support.daemon import wait_for
+from tests.support.daemon import DaemonProcess, wait_for
 from tests.support.redis import RedisServer
+from tests.webhooks.support import clock_offset_env
+
+#: The daemon host's clock minus Redis's in the clock tests, seconds.
+SKEW = -7200
 
 
 @pytest.fixture
@@ -88,3 +95,37 @@ def test_metrics_negotiates_openmetrics(ops: tuple[OpsServer, int]) -> None:
     om = httpx.get(url, headers={"Accept": "application/openmetrics-text"}, timeout=10)
     assert om.headers["content-type"].startswith("application/openmetrics-text")
     assert om.text.rstrip().endswith("# EOF")
+
+
+def daemon_clock_offset(stack: Stack, daemon: DaemonProcess) -> float:
+    """The daemon's clock minus Redis's (s), from the timestamp of its latest log line."""
+    stamps = [
+        json.loads(line)["timestamp"]
+        for line in daemon.log_text().splitlines()
+        if line.startswith("{") and '"timestamp"' in line
+    ]
+    logged = datetime.fromisoformat(stamps[-1].replace("Z", "+00:00")).timestamp()
+    return logged - stack.client.store.time_ms() / 1000
+
+
+def test_readyz_fails_when_the_clock_is_off_redis(stack: Stack) -> None:
+    """A daemon whose clock is two hours behind Redis's is alive but not ready, and the problem
+    names run.max_clock_skew."""
+    daemon = stack.daemon(start=False)
+    daemon.start(**clock_offset_env(SKEW))
+    port = ops_port(daemon)
+    assert abs(daemon_clock_offset(stack, daemon) - SKEW) < 60
+    status, body = probe(port, "/readyz")
+    assert status == 503
+    [problem] = body["problems"]
+    assert "run.max_clock_skew" in problem and "behind Redis" in problem
+    assert probe(port, "/healthz")[0] == 200
+
+
+def test_readyz_allows_a_skew_within_the_bound(stack: Stack) -> None:
+    """The same two hours are no problem with run.max_clock_skew set above them."""
+    daemon = stack.daemon(start=False)
+    daemon.start(BATCHD_RUN__MAX_CLOCK_SKEW="10800", **clock_offset_env(SKEW))
+    port = ops_port(daemon)
+    assert abs(daemon_clock_offset(stack, daemon) - SKEW) < 60
+    wait_for(lambda: probe(port, "/readyz")[0] == 200, 30, "ready")

@@ -11,8 +11,10 @@ import time
 import orjson
 import redis
 
-from batchd.keys import Keys
+from batchd.defaults import KEEP_MINUTES
 from batchd.observe import throughput
+from batchd.store import Keys, Store
+from batchd.store import assemblies as asm_store
 from tests.e2e.conftest import Stack, SubmitFn
 from tests.support.daemon import wait_for
 
@@ -42,9 +44,12 @@ def test_table_shows_a_batch_in_flight_with_its_progress(stack: Stack, submit: S
     wait_for(lambda: in_flight(stack), 30, "a batch in flight", step=0.2)
     proc = batchd(stack, "status")
     assert proc.returncode == 0, proc.stderr
-    [batch_id] = stack.client.redis.hkeys(stack.client.keys.batch_index())
+    store, keys = stack.client.store, stack.client.keys
+    [asm] = store.read(asm_store.recent_batches(keys, "default"))
+    record = store.read(asm_store.read(keys, "default", asm))
+    assert record is not None and record.batch_id is not None
     out = proc.stdout
-    assert batch_id.decode() in out
+    assert record.batch_id in out
     assert "0/10" in out and "─" * 20 in out
     assert "daemons alive 1" in out and "stage workers 2" in out
     for title in ("Lanes", "Batches in flight", "Throughput per minute", "dead letters"):
@@ -110,41 +115,57 @@ def test_json_watch_prints_one_object_per_line(stack: Stack) -> None:
 
 def test_throughput_per_minute_from_snapshots(redis_client: redis.Redis) -> None:
     """Consecutive minute snapshots turn into counts per minute; the current one runs to now."""
-    keys = Keys("tp1")
+    store = Store(redis_client, Keys("tp1"))
+    counters = store.keys.counters("default")
     t0 = 28_000_000 * MINUTE
-    counters = keys.counters()
     redis_client.hset(counters, mapping={"submitted": 10, "ended:succeeded": 2})
-    assert throughput.record(redis_client, keys, t0 + 5)
+    assert throughput.record(store, ["default"], t0 + 5)
     redis_client.hset(counters, mapping={"submitted": 25, "ended:succeeded": 9, "ended:dead": 1})
-    assert throughput.record(redis_client, keys, t0 + MINUTE + 7)
+    assert throughput.record(store, ["default"], t0 + MINUTE + 7)
     redis_client.hincrby(counters, "submitted", 3)
     now = {"submitted": 28, "ended:succeeded": 9, "ended:dead": 1}
-    got = throughput.recent(redis_client, keys, t0 + MINUTE + 30_000, now)
+    got = throughput.recent(store, ["default"], t0 + MINUTE + 30_000, now)
     assert [(m.minute, m.partial) for m in got] == [(t0 // MINUTE, False), (t0 // MINUTE + 1, True)]
     assert got[0].counts["submitted"] == 15
     assert got[0].counts["ended"] == 8 and got[0].counts["succeeded"] == 7
     assert got[1].counts["submitted"] == 3 and got[1].counts["ended"] == 0
 
 
+def test_throughput_adds_up_every_account(redis_client: redis.Redis) -> None:
+    """Each account's counters are snapshotted on their own and summed per minute."""
+    store = Store(redis_client, Keys("tp4"))
+    accounts = ["default", "team-b"]
+    t0 = 28_000_300 * MINUTE
+    assert throughput.record(store, accounts, t0)
+    redis_client.hset(store.keys.counters("default"), "submitted", 4)
+    redis_client.hset(store.keys.counters("team-b"), "submitted", 6)
+    assert throughput.record(store, accounts, t0 + MINUTE)
+    [minute, _] = throughput.recent(store, accounts, t0 + MINUTE + 1, {"submitted": 10})
+    assert (minute.minute, minute.partial) == (t0 // MINUTE, False)
+    assert minute.counts["submitted"] == 10
+
+
 def test_first_snapshot_of_a_minute_wins(redis_client: redis.Redis) -> None:
     """Replicas racing for a minute leave one snapshot; one process writes once per minute."""
-    keys = Keys("tp2")
+    store = Store(redis_client, Keys("tp2"))
+    counters = store.keys.counters("default")
     t0 = 28_000_100 * MINUTE
-    redis_client.hset(keys.counters(), "submitted", 1)
-    assert throughput.record(redis_client, keys, t0)
-    assert not throughput.record(redis_client, keys, t0 + 10)  # same process, same minute
+    redis_client.hset(counters, "submitted", 1)
+    assert throughput.record(store, ["default"], t0)
+    assert not throughput.record(store, ["default"], t0 + 10)  # same process, same minute
     throughput._last_minute.clear()  # as if another replica
-    redis_client.hset(keys.counters(), "submitted", 2)
-    assert not throughput.record(redis_client, keys, t0 + 20)
-    stored = redis_client.hget(keys.counters_by_minute(), str(t0 // MINUTE))
+    redis_client.hset(counters, "submitted", 2)
+    assert not throughput.record(store, ["default"], t0 + 20)
+    stored = redis_client.hget(store.keys.counters_by_minute("default"), str(t0 // MINUTE))
     assert stored is not None and orjson.loads(stored) == {"submitted": 1}
 
 
 def test_old_snapshots_are_trimmed(redis_client: redis.Redis) -> None:
     """Only the last KEEP_MINUTES minutes of snapshots stay in Redis."""
-    keys = Keys("tp3")
+    store = Store(redis_client, Keys("tp3"))
+    by_minute = store.keys.counters_by_minute("default")
     t0 = 28_000_200 * MINUTE
-    old = str(t0 // MINUTE - throughput.KEEP_MINUTES - 1)
-    redis_client.hset(keys.counters_by_minute(), old, b"{}")
-    throughput.record(redis_client, keys, t0)
-    assert redis_client.hkeys(keys.counters_by_minute()) == [str(t0 // MINUTE).encode()]
+    old = str(t0 // MINUTE - KEEP_MINUTES - 1)
+    redis_client.hset(by_minute, old, b"{}")
+    throughput.record(store, ["default"], t0)
+    assert redis_client.hkeys(by_minute) == [str(t0 // MINUTE).encode()]

@@ -6,9 +6,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from batchd import Client, Settings
 from batchd.runtime import Runtime
+from batchd.store import Keys, Store
 from tests.pipeline import Flow
 
 MakeSettings = Callable[..., Settings]
@@ -27,6 +29,18 @@ def make_settings(redis_url: str) -> MakeSettings:
 @pytest.fixture
 def settings(make_settings: MakeSettings) -> Settings:
     return make_settings(batch={"max_wait": 60.0})
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    """The key names of the test's settings: tests that look into Redis build names with it."""
+    return Keys(settings.prefix)
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, keys: Keys) -> Store:
+    """The store on the test's Redis, to read and write batchd's data as batchd does."""
+    return Store(redis_client, keys)
 
 
 @pytest.fixture

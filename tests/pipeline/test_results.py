@@ -1,4 +1,5 @@
-"""How a request ends and how its producer hears of it: get, wait, cancel, replies, retries."""
+"""How a request ends and how its producer hears of it: get, tickets, wait and wait_many, cancel,
+the envelope, retries and dead letters, replies."""
 
 from __future__ import annotations
 
@@ -8,27 +9,39 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import anthropic
 import orjson
 import pytest
 import redis
 
 from batchd import (
+    BatchdError,
     CancelError,
     Client,
     RequestNotFoundError,
     Result,
     Settings,
+    Ticket,
     WaitTimeoutError,
+    aggregate,
 )
-from batchd.keys import Keys
+from batchd.client import default_consumer
+from batchd.errors import AckError
 from batchd.runtime import Runtime
-from batchd.store import text
+from batchd.store import Keys, Store
+from batchd.store import requests as req_store
+from batchd.store import webhooks as wh_store
+from batchd.store.records import Field
 from tests.pipeline import (
     ACCOUNT,
     BATCH_ID,
+    Crash,
     Flow,
     errored,
+    lane,
+    lane_stats,
     params,
+    pending,
     stop,
     succeeded,
     token_of,
@@ -61,9 +74,10 @@ def blocked(r: redis.Redis) -> int:
     return int(r.info("clients")["blocked_clients"])
 
 
-def lane_stats(r: redis.Redis, priority: int = 0) -> tuple[int, int]:
-    count, nbytes = r.hmget(Keys().lane_stats(ACCOUNT, priority), "count", "bytes")
-    return int(count or 0), int(nbytes or 0)
+def in_flight(r: redis.Redis, keys: Keys, name: str, consumer: str | None = None) -> list[str]:
+    """Ids of the replies a consumer (by default this process's) holds unacknowledged."""
+    raw = r.lrange(keys.reply_inflight(name, consumer or default_consumer()), 0, -1)
+    return [Result.from_json(e).id for e in raw]
 
 
 # -- get ------------------------------------------------------------------------------------
@@ -102,6 +116,54 @@ def test_get_of_an_ended_request_carries_its_result(client: Client, flow: Flow) 
     assert state.batch_id == BATCH_ID
     assert state.result is not None
     assert state.result.raw == client.wait(ticket.id, timeout=0).raw
+
+
+# -- ticket handles -------------------------------------------------------------------------
+
+
+def test_ticket_is_a_handle_on_its_request(client: Client, flow: Flow) -> None:
+    """`ticket.get()` and `ticket.wait()` are the client's get and wait of that request."""
+    ticket = client.submit(params())
+    assert ticket.get() == client.get(ticket.id)
+    assert ticket.get().state == "pending"
+    flow.end(ticket.id)
+    assert ticket.wait(timeout=5).raw == client.wait(ticket.id, timeout=0).raw
+    assert ticket.get().state == "succeeded"
+
+
+def test_ticket_cancel_cancels_its_request(client: Client) -> None:
+    """`ticket.cancel()` ends the pending request `canceled`, as `client.cancel` does."""
+    ticket = client.submit(params())
+    assert ticket.cancel().status == "canceled"
+    assert client.get(ticket.id).state == "canceled"
+
+
+def test_duplicate_ticket_is_a_handle_on_the_first_request(client: Client, flow: Flow) -> None:
+    """The ticket of a repeated key waits for the first request's result."""
+    first = client.submit(params(), key="again")
+    again = client.submit(params(), key="again")
+    flow.end(first.id)
+    assert again.duplicate
+    assert again.wait(timeout=5).id == first.id
+
+
+def test_every_call_takes_a_ticket_or_an_id(client: Client, flow: Flow) -> None:
+    """get, wait, wait_many, as_completed and cancel take a ticket or its id alike."""
+    done, live = client.submit(params("done")), client.submit(params("live"), priority=1)
+    assert client.get(done) == client.get(done.id)
+    flow.end(done.id)
+    assert client.wait(done, timeout=0) == client.wait(done.id, timeout=0)
+    assert client.wait_many([done], timeout=0) == client.wait_many([done.id], timeout=0)
+    assert list(client.as_completed([done], timeout=0)) == [client.wait(done.id, timeout=0)]
+    assert client.cancel(live).status == "canceled"
+    with pytest.raises(CancelError, match="already ended"):
+        client.cancel(live.id)
+
+
+def test_unbound_ticket_says_what_to_call_instead() -> None:
+    """A Ticket made by hand has no client: its handle methods say to call the client."""
+    with pytest.raises(RuntimeError, match=r"client\.wait"):
+        Ticket(id=UNKNOWN).wait()
 
 
 # -- wait -----------------------------------------------------------------------------------
@@ -208,6 +270,83 @@ def test_wait_for_a_malformed_id_raises_not_found(client: Client, rid: str) -> N
         client.wait(rid, timeout=5)
 
 
+# -- waiting for many -----------------------------------------------------------------------
+
+
+def test_wait_many_returns_every_result_in_the_order_given(client: Client, flow: Flow) -> None:
+    """Results come back in the order the requests were named, not the order they ended."""
+    tickets = [client.submit(params(str(i))) for i in range(3)]
+    flow.end(*[t.id for t in reversed(tickets)])
+    got = client.wait_many([tickets[1], tickets[2].id, tickets[0]], timeout=5)
+    assert [r.id for r in got] == [tickets[1].id, tickets[2].id, tickets[0].id]
+
+
+def test_wait_many_blocks_on_one_connection(
+    settings: Settings, flow: Flow, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Waiting for 200 requests that end in four rounds holds one connection, not one each."""
+    connection = redis.Redis.from_url(redis_url, client_name="wait-many")
+    try:
+        client = Client(settings=settings, connection=connection)
+        tickets = [client.submit(params(str(i))) for i in range(200)]
+        asm = flow.cut()
+        flow.record(asm)
+        got: list[list[Result]] = []
+        waiter = threading.Thread(target=lambda: got.append(client.wait_many(tickets, 30)))
+        waiter.start()
+        for part in range(4):
+            wait_for(lambda: blocked(redis_client) == 1, 20, "the waiter to block")
+            lines = [(token_of(t.id), "ok", succeeded()) for t in tickets[part * 50 :][:50]]
+            assert flow.fanout(asm, lines) == [50, 0, 0]
+        waiter.join(30)
+        named = [c for c in redis_client.client_list() if c["name"] == "wait-many"]
+    finally:
+        connection.close()
+    assert [[r.id for r in results] for results in got] == [[t.id for t in tickets]]
+    assert len(named) == 1
+
+
+def test_as_completed_yields_each_result_as_it_ends(
+    client: Client, flow: Flow, redis_client: redis.Redis
+) -> None:
+    """Results come as their requests end: one ended before the call first, the other once the
+    fan-out ends it while the caller blocks."""
+    first, second = client.submit(params("1")), client.submit(params("2"))
+    asm = flow.cut()
+    flow.record(asm)
+    flow.fanout(asm, [(token_of(second.id), "ok", succeeded())])
+
+    def end_first() -> None:
+        wait_for(lambda: blocked(redis_client) == 1, 20, "the caller to block")
+        flow.fanout(asm, [(token_of(first.id), "ok", succeeded())])
+
+    results = client.as_completed([first, second], timeout=20)
+    assert next(results).id == second.id
+    ender = threading.Thread(target=end_first)
+    ender.start()
+    assert next(results).id == first.id
+    ender.join(20)
+    assert list(results) == []
+
+
+def test_as_completed_times_out_naming_what_is_left(client: Client, flow: Flow) -> None:
+    """At the deadline, after yielding what ended, WaitTimeoutError says how many are left."""
+    done, left = client.submit(params("done")), client.submit(params("left"), priority=1)
+    flow.end(done.id)
+    seen: list[str] = []
+    with pytest.raises(WaitTimeoutError, match="1 requests still unfinished"):
+        for result in client.as_completed([left, done], timeout=0.3):
+            seen.append(result.id)
+    assert seen == [done.id]
+
+
+def test_wait_many_of_an_unknown_id_raises_not_found(client: Client) -> None:
+    """One id nobody submitted makes wait_many raise RequestNotFoundError at once."""
+    ticket = client.submit(params())
+    with pytest.raises(RequestNotFoundError):
+        client.wait_many([ticket, UNKNOWN], timeout=5)
+
+
 # -- cancel ---------------------------------------------------------------------------------
 
 
@@ -226,19 +365,17 @@ def test_cancel_of_a_pending_request_ends_it_canceled(client: Client) -> None:
     assert client.get(ticket.id).state == "canceled"
 
 
-def test_cancel_removes_the_request_from_its_lane(
-    client: Client, redis_client: redis.Redis
-) -> None:
-    """The lane's entry goes, and its count and bytes come back to what they were."""
+def test_canceled_request_is_never_batched(client: Client, flow: Flow, store: Store) -> None:
+    """The next cut of its lane drops a canceled request's entry and its bytes: the batch holds
+    the others, and the lane's count and bytes come back to zero."""
     keep = client.submit(params("stay"), priority=2)
-    before = lane_stats(redis_client, 2)
     ticket = client.submit(params("go, with more text"), priority=2)
     client.cancel(ticket.id)
-    assert lane_stats(redis_client, 2) == before
-    entries = redis_client.lrange(Keys().pending(ACCOUNT, 2), 0, -1)
-    assert [text(e).split(" ")[0] for e in entries] == [token_of(keep.id)]
-    client.cancel(keep.id)
-    assert lane_stats(redis_client, 2) == (0, 0)
+    asm = flow.cut(priority=lane(2))
+    assert flow.tokens(asm) == [token_of(keep.id)]
+    assert flow.assembly(asm).content_length == len(flow.body(asm))
+    assert lane_stats(store, lane(2)) == (0, 0)
+    assert client.get(ticket.id).state == "canceled"
 
 
 def test_cancel_wakes_a_waiter(
@@ -354,25 +491,24 @@ def test_anthropic_result_is_passed_through_byte_identical(client: Client, flow:
     result = client.wait(ticket.id, timeout=0)
     assert b'"result":' + RESULT + b',"batch_id"' in result.raw
     assert result.result == orjson.loads(RESULT)
-    assert result.message is not None
-    assert result.message["content"][0]["text"] == 'héllo 😀 "q" \n'
+    assert result.message_dict is not None
+    assert result.message_dict["content"][0]["text"] == 'héllo 😀 "q" \n'
 
 
 def test_envelope_times_are_the_records_times(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, store: Store, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """submitted_at and ended_at are the record's millisecond times, in UTC: the submit time
     it was stored with, and the end its expiry (`retention` later) was set from."""
     ticket = client.submit(params())
-    rk = Keys().request(ACCOUNT, token_of(ticket.id))
-    ts = redis_client.hget(rk, "ts")
+    rk = keys.request(ACCOUNT, token_of(ticket.id))
+    live = store.read(req_store.read(keys, ACCOUNT, token_of(ticket.id)))
+    assert live is not None and live.submitted_ms is not None
     flow.end(ticket.id)
     result = client.wait(ticket.id, timeout=0)
     assert redis_client.get(rk) == result.raw  # an ended request's record is its envelope
-    te = int(redis_client.execute_command("PEXPIRETIME", rk)) - int(
-        client.settings.retention * 1000
-    )
-    assert result.submitted_at == datetime.fromtimestamp(int(text(ts)) / 1000, tz=UTC)
+    te = redis_client.pexpiretime(rk) - int(client.settings.retention * 1000)
+    assert result.submitted_at == datetime.fromtimestamp(live.submitted_ms / 1000, tz=UTC)
     assert result.ended_at == datetime.fromtimestamp(te / 1000, tz=UTC)
     assert result.submitted_at <= result.ended_at
 
@@ -387,30 +523,38 @@ def test_envelope_times_are_the_records_times(
     ],
 )
 def test_envelope_times_are_exact_on_calendar_edges(
-    client: Client, flow: Flow, redis_client: redis.Redis, when: str
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys, when: str
 ) -> None:
     """Leap days, year ends and century rules come out as Python's own calendar says."""
     ticket = client.submit(params())
     moment = datetime.fromisoformat(when).replace(tzinfo=UTC)
     ms = int(moment.timestamp() * 1000)
-    redis_client.hset(Keys().request(ACCOUNT, token_of(ticket.id)), "ts", ms)
+    redis_client.hset(keys.request(ACCOUNT, token_of(ticket.id)), Field.SUBMITTED, ms)
     flow.end(ticket.id)
     raw = client.wait(ticket.id, timeout=0).raw
     assert orjson.loads(raw)["submitted_at"] == when + "Z"
 
 
 def test_webhook_outbox_gets_the_same_envelope(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, store: Store, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """A request with a callback URL ends with a delivery queued whose body is the envelope."""
     ticket = client.submit(params(), callback_url="https://hooks.example.com/in")
     flow.end(ticket.id)
     token = token_of(ticket.id)
-    delivery = redis_client.hgetall(Keys().delivery(ACCOUNT, token))
-    assert delivery[b"body"] == client.wait(ticket.id, timeout=0).raw
-    assert delivery[b"url"] == b"https://hooks.example.com/in"
-    assert delivery[b"wid"] == f"msg_{token}".encode()
-    assert redis_client.zscore(Keys().deliveries_due(ACCOUNT), token) is not None
+    d = store.read(wh_store.read_delivery(keys, ACCOUNT, token))
+    assert d is not None
+    assert (d.url, d.webhook_id, d.request_id, d.state, d.attempts) == (
+        "https://hooks.example.com/in",
+        f"msg_{token}",
+        ticket.id,
+        "pending",
+        0,
+    )
+    lease = wh_store.Lease(ACCOUNT, token, d.url, d.webhook_id, d.request_id, 0, "test")
+    [delivery] = store.read(wh_store.bodies(keys, [lease]))
+    assert delivery.body == client.wait(ticket.id, timeout=0).raw
+    assert redis_client.zscore(keys.deliveries_due(ACCOUNT), token) is not None
 
 
 def test_same_envelope_on_every_path(client: Client, flow: Flow) -> None:
@@ -444,11 +588,33 @@ def test_final_classes_end_the_request(
     assert got.result == orjson.loads(result)
 
 
+def test_result_gives_its_text_and_typed_message(client: Client, flow: Flow) -> None:
+    """A succeeded Result's `text` joins its text blocks; `message` is the SDK's typed Message
+    (the dict as sent stays in `message_dict`)."""
+    ticket = client.submit(params())
+    flow.end(ticket.id, result=succeeded("Hello there"))
+    result = client.wait(ticket, timeout=0)
+    assert result.text == "Hello there"
+    assert isinstance(result.message, anthropic.types.Message)
+    assert [b.type for b in result.message.content] == ["text"]
+    assert result.message.usage.output_tokens == 1
+    assert result.message_dict == orjson.loads(succeeded("Hello there"))["message"]
+
+
+def test_failed_result_has_no_text_or_message(client: Client, flow: Flow) -> None:
+    """An errored Result has empty `text`, no `message`, and its `error`."""
+    ticket = client.submit(params())
+    flow.end(ticket.id, cls="err", result=errored("invalid_request_error", "bad"))
+    result = client.wait(ticket, timeout=0)
+    assert (result.text, result.message, result.message_dict) == ("", None, None)
+    assert result.error == {"type": "invalid_request_error", "message": "bad"}
+
+
 # -- retries and the dead letter ------------------------------------------------------------
 
 
 def test_retry_puts_the_request_back_at_the_tail(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, store: Store, keys: Keys
 ) -> None:
     """A retryable line sends the request back to pending, behind newer ones, attempts kept."""
     ticket = client.submit(params())
@@ -461,31 +627,29 @@ def test_retry_puts_the_request_back_at_the_tail(
     assert (done, requeued, ignored) == (0, 1, 0)
     state = client.get(ticket.id)
     assert (state.state, state.attempts, state.result) == ("pending", 1, None)
-    entries = redis_client.lrange(Keys().pending(ACCOUNT, 0), 0, -1)
-    assert [text(e).split(" ")[0] for e in entries] == [token_of(newer.id), token_of(ticket.id)]
-    rk = Keys().request(ACCOUNT, token_of(ticket.id))
-    assert orjson.loads(text(redis_client.hget(rk, "le"))) == orjson.loads(
-        errored("overloaded_error")
-    )
+    assert pending(store) == [token_of(newer.id), token_of(ticket.id)]
+    live = store.read(req_store.read(keys, ACCOUNT, token_of(ticket.id)))
+    assert live is not None
+    assert live.last_error == orjson.loads(errored("overloaded_error"))
 
 
-def test_retried_request_counts_in_its_lane_again(
-    client: Client, flow: Flow, redis_client: redis.Redis
-) -> None:
+def test_retried_request_counts_in_its_lane_again(client: Client, flow: Flow, store: Store) -> None:
     """After a cut and a retry the lane counts the request and its bytes once more."""
     ticket = client.submit(params())
-    stats = lane_stats(redis_client)
+    stats = lane_stats(store)
     asm = flow.cut()
-    assert lane_stats(redis_client) == (0, 0)
+    assert lane_stats(store) == (0, 0)
     flow.fanout(asm, [(token_of(ticket.id), "retry", errored("api_error"))])
-    assert lane_stats(redis_client) == stats
+    assert lane_stats(store) == stats
 
 
 def test_retries_end_dead_past_max_attempts(
     make_client: Callable[..., Client],
     make_runtime: Callable[..., Runtime],
     make_settings: Callable[..., Settings],
+    store: Store,
     redis_client: redis.Redis,
+    keys: Keys,
 ) -> None:
     """At max_attempts a retryable line ends the request `dead` with its last error."""
     s = make_settings(retry={"max_attempts": 2})
@@ -501,13 +665,11 @@ def test_retries_end_dead_past_max_attempts(
     assert (result.status, result.attempts) == ("dead", 2)
     assert result.result == orjson.loads(last)
     assert result.error == {"type": "overloaded_error", "message": "second"}
-    assert redis_client.zscore(Keys().dead(ACCOUNT), ticket.id) is not None
-    assert lane_stats(redis_client) == (0, 0)
+    assert redis_client.zscore(keys.dead(ACCOUNT), ticket.id) is not None
+    assert lane_stats(store) == (0, 0)
 
 
-def test_missing_line_requeues_the_request(
-    client: Client, flow: Flow, redis_client: redis.Redis
-) -> None:
+def test_missing_line_requeues_the_request(client: Client, flow: Flow, store: Store) -> None:
     """A request with no line in its batch's results goes back to pending."""
     a = client.submit(params("a"))
     b = client.submit(params("b"))
@@ -517,32 +679,30 @@ def test_missing_line_requeues_the_request(
     assert client.get(a.id).state == "succeeded"
     state = client.get(b.id)
     assert (state.state, state.attempts) == ("pending", 1)
-    assert lane_stats(redis_client)[0] == 1
+    assert lane_stats(store)[0] == 1
 
 
-def test_missing_applied_twice_requeues_once(
-    client: Client, flow: Flow, redis_client: redis.Redis
-) -> None:
+def test_missing_applied_twice_requeues_once(client: Client, flow: Flow, store: Store) -> None:
     """Sweeping the same assembly twice puts its unanswered request back only once."""
     ticket = client.submit(params())
     asm = flow.cut()
     assert flow.missing(asm, flow.tokens(asm)) == [0, 1]
     assert flow.missing(asm, flow.tokens(asm)) == [0, 0]
-    assert lane_stats(redis_client)[0] == 1
-    assert redis_client.llen(Keys().pending(ACCOUNT, 0)) == 1
+    assert lane_stats(store)[0] == 1
+    assert pending(store) == [token_of(ticket.id)]
     assert client.get(ticket.id).attempts == 1
 
 
-def test_retried_request_can_be_canceled(
-    client: Client, flow: Flow, redis_client: redis.Redis
-) -> None:
-    """Back in its lane after a retry, a request can be canceled again, attempts kept."""
+def test_retried_request_can_be_canceled(client: Client, flow: Flow, store: Store) -> None:
+    """Back in its lane after a retry, a request can be canceled again, attempts kept; the next
+    cut sends nothing and leaves the lane empty."""
     ticket = client.submit(params())
     asm = flow.cut()
     flow.fanout(asm, [(token_of(ticket.id), "retry", errored("api_error"))])
     result = client.cancel(ticket.id)
     assert (result.status, result.attempts) == ("canceled", 1)
-    assert lane_stats(redis_client) == (0, 0)
+    assert aggregate.cut(flow.rt, ACCOUNT, lane(0), "test") is None
+    assert lane_stats(store) == (0, 0)
 
 
 def test_missing_past_max_attempts_ends_dead(
@@ -578,6 +738,109 @@ def test_line_for_a_request_not_in_the_assembly_is_ignored(client: Client, flow:
     assert client.get(ticket.id).state == "batched"
 
 
+# -- dead letters ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_try(
+    make_client: Callable[..., Client],
+    make_runtime: Callable[..., Runtime],
+    make_settings: Callable[..., Settings],
+) -> tuple[Client, Flow]:
+    """A client and a flow whose requests end `dead` at their first retryable failure."""
+    s = make_settings(retry={"max_attempts": 1})
+    return make_client(s), Flow(make_runtime(s))
+
+
+def kill(flow: Flow, *rids: str) -> None:
+    """End these requests `dead`: a retryable failure at their last attempt."""
+    flow.end(*rids, cls="retry", result=errored("overloaded_error", "busy"))
+
+
+def test_dead_lists_the_dead_letters_most_recent_first(one_try: tuple[Client, Flow]) -> None:
+    """`dead()` lists the requests that ended dead, most recent first, each with its lane,
+    attempts, result, and whether it can be sent again."""
+    client, flow = one_try
+    first = client.submit(params("1"))
+    kill(flow, first.id)
+    second = client.submit(params("2"))
+    kill(flow, second.id)
+    letters = client.dead()
+    assert [d.id for d in letters] == [second.id, first.id]
+    letter = letters[1]
+    assert (letter.lane, letter.attempts, letter.requeueable) == (lane(0), 1, True)
+    assert letter.envelope == client.wait(first, timeout=0).raw
+    assert client.wait(first, timeout=0).status == "dead"
+
+
+def test_requeued_dead_request_reaches_a_result_again(one_try: tuple[Client, Flow]) -> None:
+    """`requeue_dead` sends a dead request round again from its first attempt: it leaves the
+    dead letters, waits in its lane, and ends with a new result."""
+    client, flow = one_try
+    ticket = client.submit(params())
+    kill(flow, ticket.id)
+    assert client.requeue_dead([ticket]) == {ticket.id: "requeued"}
+    state = client.get(ticket)
+    assert (state.state, state.attempts, state.result) == ("pending", 0, None)
+    assert client.dead() == []
+    flow.end(ticket.id)
+    result = client.wait(ticket, timeout=5)
+    assert (result.status, result.attempts) == ("succeeded", 1)
+
+
+def test_requeued_dead_request_replies_again(one_try: tuple[Client, Flow]) -> None:
+    """A requeued request's reply queue gets its `dead` result, then its new one."""
+    client, flow = one_try
+    ticket = client.submit(params(), reply_to="svc")
+    kill(flow, ticket.id)
+    client.requeue_dead([ticket.id])
+    flow.end(ticket.id)
+    got = [(r.id, r.status) for r in client.replies("svc", timeout=0.2)]
+    assert got == [(ticket.id, "dead"), (ticket.id, "succeeded")]
+
+
+def test_requeue_of_a_request_that_is_not_dead_says_so(one_try: tuple[Client, Flow]) -> None:
+    """A pending or succeeded request is `not dead`, and left as it is."""
+    client, flow = one_try
+    live = client.submit(params("live"), priority=1)
+    done = client.submit(params("done"))
+    flow.end(done.id)
+    assert client.requeue_dead([live, done.id]) == {live.id: "not dead", done.id: "not dead"}
+    assert (client.get(live).state, client.get(done).state) == ("pending", "succeeded")
+
+
+def test_dead_request_without_its_params_cannot_be_requeued(
+    one_try: tuple[Client, Flow], redis_client: redis.Redis, keys: Keys
+) -> None:
+    """Once its params are gone (past retention), a dead letter says it cannot be sent again,
+    and `requeue_dead` answers `params gone`, leaving it dead."""
+    client, flow = one_try
+    ticket = client.submit(params())
+    kill(flow, ticket.id)
+    redis_client.delete(keys.params(ACCOUNT, token_of(ticket.id)))  # as their expiry does
+    [letter] = client.dead()
+    assert not letter.requeueable
+    assert client.requeue_dead([ticket]) == {ticket.id: "params gone"}
+    assert client.get(ticket).state == "dead"
+
+
+def test_purge_dead_forgets_the_letter_and_keeps_the_result(
+    one_try: tuple[Client, Flow], redis_client: redis.Redis, keys: Keys
+) -> None:
+    """`purge_dead` drops the dead letter and its params; the `dead` result stays readable,
+    and the request can no longer be requeued."""
+    client, flow = one_try
+    ticket = client.submit(params())
+    kill(flow, ticket.id)
+    assert client.purge_dead([ticket]) == 1
+    assert client.dead() == []
+    token = token_of(ticket.id)
+    assert redis_client.exists(keys.letter(ACCOUNT, token), keys.params(ACCOUNT, token)) == 0
+    assert client.get(ticket).state == "dead"
+    assert client.requeue_dead([ticket.id]) == {ticket.id: "not dead"}
+    assert client.purge_dead([ticket.id]) == 0
+
+
 # -- replies --------------------------------------------------------------------------------
 
 
@@ -598,34 +861,67 @@ def test_replies_end_after_the_timeout_with_nothing_new(client: Client, flow: Fl
     assert [r.id for r in client.replies("svc", timeout=0.2)] == [ticket.id]
 
 
-def test_unacknowledged_reply_is_delivered_again(client: Client, flow: Flow) -> None:
-    """A consumer that stops mid-item gets that item again on its next `replies` call."""
+def test_breaking_out_of_the_loop_acknowledges_what_was_yielded(
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """A `break` leaves nothing in flight: the item handled is not delivered again, the next
+    one is."""
     first = client.submit(params("1"), reply_to="svc")
     second = client.submit(params("2"), reply_to="svc")
     flow.end(first.id, second.id)
-    for result in client.replies("svc", timeout=5, consumer="worker-1"):
+    for result in client.replies("svc", timeout=5):
         assert result.id == first.id
-        break  # the consumer dies while handling it
+        break
+    assert in_flight(redis_client, keys, "svc") == []
+    assert [r.id for r in client.replies("svc", timeout=0.2)] == [second.id]
+
+
+def test_leaving_a_with_block_acknowledges_what_was_yielded(
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """Inside `with client.replies(...)`, leaving the block normally acknowledges the items
+    handled."""
+    first = client.submit(params("1"), reply_to="svc")
+    second = client.submit(params("2"), reply_to="svc")
+    flow.end(first.id, second.id)
+    with client.replies("svc", timeout=5) as stream:
+        assert next(stream).id == first.id
+    assert in_flight(redis_client, keys, "svc") == []
+    assert [r.id for r in client.replies("svc", timeout=0.2)] == [second.id]
+
+
+def test_exception_inside_with_leaves_the_item_to_be_delivered_again(
+    client: Client, flow: Flow
+) -> None:
+    """A consumer whose handler fails inside `with client.replies(...)` leaves that item
+    unacknowledged: its next `replies` call gets it again, then the rest."""
+    first = client.submit(params("1"), reply_to="svc")
+    second = client.submit(params("2"), reply_to="svc")
+    flow.end(first.id, second.id)
+    with pytest.raises(Crash), client.replies("svc", timeout=5, consumer="worker-1") as stream:
+        for result in stream:
+            assert result.id == first.id
+            raise Crash
     again = client.replies("svc", timeout=5, consumer="worker-1")
     assert [next(again).id, next(again).id] == [first.id, second.id]
     stop(again)
 
 
 def test_unacknowledged_reply_stays_with_its_consumer(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """While unacknowledged, the item sits in that consumer's in-flight list, not the queue."""
     ticket = client.submit(params(), reply_to="svc")
     flow.end(ticket.id)
     replies = client.replies("svc", timeout=5, consumer="c1")
     got = next(replies)
-    assert redis_client.llen(Keys().reply_queue("svc")) == 0
-    assert redis_client.lrange(Keys().reply_inflight("svc", "c1"), 0, -1) == [got.raw]
+    assert redis_client.llen(keys.reply_queue("svc")) == 0
+    assert redis_client.lrange(keys.reply_inflight("svc", "c1"), 0, -1) == [got.raw]
     stop(replies)
 
 
 def test_reading_the_next_reply_acknowledges_the_previous(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """Asking for the next item removes the previous one from the in-flight list."""
     ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(2)]
@@ -633,36 +929,102 @@ def test_reading_the_next_reply_acknowledges_the_previous(
     replies = client.replies("svc", timeout=5)
     next(replies)
     second = next(replies)
-    assert redis_client.lrange(Keys().reply_inflight("svc", "default"), 0, -1) == [second.raw]
+    assert in_flight(redis_client, keys, "svc") == [second.id]
     stop(replies)
 
 
-def test_ack_removes_the_item(client: Client, flow: Flow, redis_client: redis.Redis) -> None:
-    """An acknowledged item is not delivered again after the consumer stops."""
+def test_default_consumer_is_unique_per_process(client: Client, flow: Flow, redis_url: str) -> None:
+    """Two processes reading one queue under the default consumer name have names of their
+    own: the other process neither shares nor takes back what this one holds."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(2)]
+    flow.end(*ids)
+    mine = client.replies("svc", timeout=5)
+    assert next(mine).id == ids[0]
+    code = (
+        "import json, sys\n"
+        "from batchd import Client\n"
+        "from batchd.client import default_consumer\n"
+        "with Client(sys.argv[1]) as c:\n"
+        "    read = [r.id for r in c.replies('svc', timeout=0.5)]\n"
+        "print('OUT', json.dumps([default_consumer(), read]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, redis_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    [line] = [ln for ln in proc.stdout.splitlines() if ln.startswith("OUT ")]
+    name, read = orjson.loads(line.removeprefix("OUT "))
+    stop(mine)
+    assert name != default_consumer() == default_consumer()
+    assert read == [ids[1]]
+
+
+def test_ack_removes_the_item(
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """`ack` removes an item from its reader's in-flight list at once."""
     first = client.submit(params("1"), reply_to="svc")
     second = client.submit(params("2"), reply_to="svc")
     flow.end(first.id, second.id)
     for result in client.replies("svc", timeout=5):
-        client.ack("svc", result)
+        client.ack(result)
+        assert in_flight(redis_client, keys, "svc") == []
         break
-    assert redis_client.llen(Keys().reply_inflight("svc", "default")) == 0
     assert [r.id for r in client.replies("svc", timeout=0.2)] == [second.id]
 
 
+def test_ack_under_a_consumer_holding_nothing_raises(
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """`ack` naming a consumer that never read the queue raises AckError naming it; the reply
+    stays with the consumer that holds it."""
+    ticket = client.submit(params(), reply_to="svc")
+    flow.end(ticket.id)
+    replies = client.replies("svc", timeout=5, consumer="c1")
+    got = next(replies)
+    with pytest.raises(AckError, match="c2"):
+        client.ack(got, consumer="c2")
+    assert in_flight(redis_client, keys, "svc", "c1") == [ticket.id]
+    stop(replies)
+
+
+def test_second_ack_of_a_reply_raises(client: Client, flow: Flow) -> None:
+    """Acknowledging a reply twice raises AckError: its consumer no longer holds it."""
+    ticket = client.submit(params(), reply_to="svc")
+    flow.end(ticket.id)
+    replies = client.replies("svc", timeout=5)
+    got = next(replies)
+    client.ack(got)
+    with pytest.raises(AckError, match="holds no unacknowledged reply"):
+        client.ack(got)
+    stop(replies)
+
+
+def test_ack_of_a_result_not_read_from_a_queue_raises(client: Client, flow: Flow) -> None:
+    """A result from `wait` was never a reply: acknowledging it raises AckError."""
+    ticket = client.submit(params(), reply_to="svc")
+    flow.end(ticket.id)
+    with pytest.raises(AckError, match="not read from a reply queue"):
+        client.ack(client.wait(ticket, timeout=0))
+
+
 def test_fanout_applied_twice_replies_once(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """Repeating the same fan-out lines is ignored: the reply queue holds the result once, and
     a waiter is woken once."""
     ticket = client.submit(params(), reply_to="svc")
-    redis_client.set(Keys().waiter(ACCOUNT, token_of(ticket.id)), 1)
+    redis_client.set(keys.waiter(ACCOUNT, token_of(ticket.id)), 1)
     asm = flow.cut()
     flow.record(asm)
     line = (token_of(ticket.id), "ok", succeeded())
     assert flow.fanout(asm, [line]) == [1, 0, 0]
     assert flow.fanout(asm, [line]) == [0, 0, 1]
-    assert redis_client.llen(Keys().reply_queue("svc")) == 1
-    assert redis_client.llen(Keys().done(ACCOUNT, token_of(ticket.id))) == 1
+    assert redis_client.llen(keys.reply_queue("svc")) == 1
+    assert redis_client.llen(keys.done(ACCOUNT, token_of(ticket.id))) == 1
 
 
 def test_consumers_do_not_take_each_others_items(client: Client, flow: Flow) -> None:
@@ -673,24 +1035,24 @@ def test_consumers_do_not_take_each_others_items(client: Client, flow: Flow) -> 
     assert next(a).id == ids[0]
     assert [r.id for r in client.replies("svc", timeout=0.2, consumer="b")] == [ids[1]]
     stop(a)
-    assert [r.id for r in client.replies("svc", timeout=0.2, consumer="a")] == [ids[0]]
 
 
 def test_redelivered_items_keep_oldest_first_order(client: Client, flow: Flow) -> None:
-    """Two unacknowledged items of one consumer name come back oldest first."""
+    """Items two readers of one consumer name hold unacknowledged come back oldest first to
+    the next reader of that name."""
     ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(4)]
     flow.end(*ids)
-    # Two readers sharing the consumer name (two replicas left on the default) each hold one.
+    # Two readers sharing the consumer name (two threads left on the default) each hold one.
     g1 = client.replies("svc", timeout=5)
     g2 = client.replies("svc", timeout=5)
     assert next(g1).id == ids[0]
     assert next(g2).id == ids[0]  # starting g2 handed ids[0] back, and g2 took it
     assert next(g1).id == ids[1]
     assert next(g2).id == ids[2]
-    # Both stop without acknowledging: ids[1] and ids[2] are in flight.
+    # Both stall (a crash) with ids[1] and ids[2] in flight: a new reader takes them back.
+    assert [r.id for r in client.replies("svc", timeout=0.2)] == ids[1:]
     stop(g1)
     stop(g2)
-    assert [r.id for r in client.replies("svc", timeout=0.2)] == ids[1:]
 
 
 def test_replies_with_zero_timeout_do_not_block(
@@ -704,7 +1066,7 @@ def test_replies_with_zero_timeout_do_not_block(
     def drain() -> None:
         try:
             got.extend(r.id for r in client.replies("svc", timeout=0))
-        except redis.RedisError:
+        except BatchdError:
             pass  # unblocked below
 
     thread = threading.Thread(target=drain, daemon=True)
@@ -724,21 +1086,20 @@ def test_replies_with_zero_timeout_do_not_block(
 
 
 def test_prefetch_takes_a_group_into_the_in_flight_list(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """With prefetch=3, the first read moves the three oldest replies in flight at once."""
     ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(5)]
     flow.end(*ids)
     replies = client.replies("svc", timeout=5, prefetch=3)
     assert next(replies).id == ids[0]
-    assert redis_client.llen(Keys().reply_queue("svc")) == 2
-    held = redis_client.lrange(Keys().reply_inflight("svc", "default"), 0, -1)
-    assert [Result.from_json(raw).id for raw in held] == ids[2::-1]  # newest at the head
+    assert redis_client.llen(keys.reply_queue("svc")) == 2
+    assert in_flight(redis_client, keys, "svc") == ids[2::-1]  # newest at the head
     stop(replies)
 
 
 def test_prefetch_acknowledges_a_group_when_the_next_is_taken(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """Reading past a group acknowledges all of it; only the new group is in flight."""
     ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(5)]
@@ -746,59 +1107,76 @@ def test_prefetch_acknowledges_a_group_when_the_next_is_taken(
     replies = client.replies("svc", timeout=5, prefetch=2)
     got = [next(replies).id for _ in range(3)]
     assert got == ids[:3]
-    held = redis_client.lrange(Keys().reply_inflight("svc", "default"), 0, -1)
-    assert {Result.from_json(raw).id for raw in held} == set(ids[2:4])
+    assert set(in_flight(redis_client, keys, "svc")) == set(ids[2:4])
     assert [next(replies).id for _ in range(2)] == ids[3:]
     stop(replies)
-    assert redis_client.llen(Keys().reply_queue("svc")) == 0
+    assert redis_client.llen(keys.reply_queue("svc")) == 0
+    assert in_flight(redis_client, keys, "svc") == []
 
 
-def test_prefetch_consumer_that_stops_gets_its_group_again_in_order(
+def test_prefetch_consumer_that_stops_gets_the_rest_of_its_group_again(
     client: Client, flow: Flow
 ) -> None:
-    """A consumer stopping mid-group loses nothing: the group comes back, oldest first, then
-    the rest of the queue."""
+    """A consumer stopping mid-group loses nothing: what it was handed is acknowledged, the
+    group's other items come back, oldest first, then the rest of the queue."""
     ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(6)]
     flow.end(*ids)
     replies = client.replies("svc", timeout=5, consumer="w", prefetch=4)
     assert [next(replies).id for _ in range(2)] == ids[:2]
-    stop(replies)  # two of the four taken were handled, none acknowledged
-    assert [r.id for r in client.replies("svc", timeout=0.2, consumer="w")] == ids
+    stop(replies)
+    assert [r.id for r in client.replies("svc", timeout=0.2, consumer="w")] == ids[2:]
+
+
+def test_prefetch_consumer_failing_mid_group_gets_that_item_again(
+    client: Client, flow: Flow
+) -> None:
+    """A handler failing on the second item of a group: the first is acknowledged, the failed
+    one and the rest of the group come back in order."""
+    ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(6)]
+    flow.end(*ids)
+    with pytest.raises(Crash), client.replies("svc", timeout=5, consumer="w", prefetch=4) as s:
+        assert next(s).id == ids[0]
+        assert next(s).id == ids[1]
+        raise Crash
+    assert [r.id for r in client.replies("svc", timeout=0.2, consumer="w")] == ids[1:]
 
 
 def test_prefetch_explicit_ack_is_kept(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
-    """`ack` inside a group removes that item at once; the rest of the group comes back."""
+    """`ack` inside a group removes that item at once; the group's unread items come back."""
     ids = [client.submit(params(str(i)), reply_to="svc").id for i in range(3)]
     flow.end(*ids)
     replies = client.replies("svc", timeout=5, prefetch=3)
     first = next(replies)
-    client.ack("svc", first)
+    client.ack(first)
+    assert set(in_flight(redis_client, keys, "svc")) == set(ids[1:])
     stop(replies)
-    assert redis_client.llen(Keys().reply_inflight("svc", "default")) == 2
     assert [r.id for r in client.replies("svc", timeout=0.2)] == ids[1:]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1001, 2.5, True])
 def test_prefetch_out_of_range_is_refused(client: Client, bad: object) -> None:
+    """prefetch outside 1..1000 (or not an integer) raises ValueError saying so."""
     with pytest.raises(ValueError, match="prefetch must be an integer from 1 to 1000"):
-        next(client.replies("svc", timeout=0, prefetch=bad))  # type: ignore[arg-type]
+        client.replies("svc", timeout=0, prefetch=bad)  # type: ignore[arg-type]
 
 
 # -- the record of an ended request ---------------------------------------------------------
 
 
 def test_ended_record_is_its_envelope(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """Once ended, the record is the envelope alone (one string, no hash fields left), kept for
     `retention`; `get`, `wait` and `cancel` read it as they read a live record."""
     ticket = client.submit(params(), key="ended-record")
-    rk = Keys().request(ACCOUNT, token_of(ticket.id))
+    rk = keys.request(ACCOUNT, token_of(ticket.id))
     asm = flow.end(ticket.id)
     assert redis_client.type(rk) == b"string"
-    envelope = orjson.loads(redis_client.get(rk))
+    raw = redis_client.get(rk)
+    assert isinstance(raw, bytes)
+    envelope = orjson.loads(raw)
     assert envelope["id"] == ticket.id and envelope["status"] == "succeeded"
     left_ms = redis_client.pttl(rk)
     assert 0 < client.settings.retention * 1000 - left_ms < 60_000
@@ -813,16 +1191,15 @@ def test_ended_record_is_its_envelope(
 
 
 def test_stale_lane_entry_of_an_ended_request_is_dropped(
-    client: Client, flow: Flow, redis_client: redis.Redis
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys
 ) -> None:
     """A lane entry left for a request that has ended is dropped at the next cut, neither sent
     again nor set aside as foreign data."""
     ended = client.submit(params())
     flow.end(ended.id)
-    keys = Keys()
-    redis_client.rpush(keys.pending(ACCOUNT, 0), f"{token_of(ended.id)} 100 1")
-    redis_client.hincrby(keys.lane_stats(ACCOUNT, 0), "count", 1)
-    redis_client.hincrby(keys.lane_stats(ACCOUNT, 0), "bytes", 100)
+    redis_client.rpush(keys.pending(ACCOUNT, lane(0)), f"{token_of(ended.id)} 100 1")
+    redis_client.hincrby(keys.lane_stats(ACCOUNT, lane(0)), "count", 1)
+    redis_client.hincrby(keys.lane_stats(ACCOUNT, lane(0)), "bytes", 100)
     fresh = client.submit(params())
     asm = flow.cut()
     assert flow.tokens(asm) == [token_of(fresh.id)]

@@ -12,30 +12,48 @@ import redis
 from batchd import (
     Client,
     InvalidRequestError,
+    RequestNotFoundError,
     RequestTooLargeError,
     Settings,
     SubmitError,
     SubmitItem,
     Ticket,
 )
-from batchd.keys import Keys
-from batchd.store import publish_accounts, text
-from batchd.validate import key_digest
-from tests.pipeline import ACCOUNT, Flow, compact, framed, params, token_of
+from batchd.errors import IdempotencyConflictError
+from batchd.store import Keys, Store
+from batchd.store import counters as counter_store
+from batchd.store import lanes as lane_store
+from batchd.store import requests as req_store
+from batchd.store.keys import key_digest
+from batchd.store.records import Field, RequestRecord, RequestStatus
+from batchd.store.scripts import text
+from tests.pipeline import (
+    ACCOUNT,
+    Flow,
+    compact,
+    framed,
+    lane,
+    lane_stats,
+    params,
+    pending,
+    token_of,
+)
 
 MakeClient = Callable[..., Client]
+#: A beta the API knows (`api.known_betas`), for requests whose batch needs one.
+BETA = "pdfs-2024-09-25"
 
 
-def lane(r: redis.Redis, priority: int = 0, account: str = ACCOUNT) -> tuple[int, int]:
-    """(count, bytes) of a lane's stats."""
-    count, nbytes = r.hmget(Keys().lane_stats(account, priority), "count", "bytes")
-    return int(count or 0), int(nbytes or 0)
+def record(store: Store, rid: str) -> RequestRecord:
+    """A request's record, as the store reads it."""
+    found = store.read(req_store.read(store.keys, ACCOUNT, token_of(rid)))
+    assert found is not None, f"no record for {rid}"
+    return found
 
 
-def pending(r: redis.Redis, priority: int = 0, account: str = ACCOUNT) -> list[str]:
-    """Tokens in a lane's pending list, head first."""
-    entries = r.lrange(Keys().pending(account, priority), 0, -1)
-    return [text(e).split(" ")[0] for e in entries]
+def publish(store: Store, settings: Settings) -> None:
+    """Publish the daemon's accounts, as `batchd run` does at start."""
+    store.read(counter_store.publish_accounts(store.keys, list(settings.accounts)))
 
 
 def command_calls(r: redis.Redis) -> dict[str, int]:
@@ -45,7 +63,17 @@ def command_calls(r: redis.Redis) -> dict[str, int]:
 
 
 #: What the SUBMIT script runs inside Redis; anything else would be another round trip.
-SUBMIT_SCRIPT_COMMANDS = {"get", "time", "hset", "rpush", "hincrby", "sadd", "set", "type"}
+SUBMIT_SCRIPT_COMMANDS = {
+    "get",
+    "time",
+    "hset",
+    "rpush",
+    "hincrby",
+    "sadd",
+    "set",
+    "type",
+    "exists",
+}
 
 
 def deep(depth: int) -> list[Any]:
@@ -69,27 +97,29 @@ def test_submit_returns_a_ticket_with_the_request_id(client: Client) -> None:
 
 
 def test_submit_stores_the_record_and_a_pending_entry(
-    client: Client, redis_client: redis.Redis
+    client: Client, store: Store, redis_client: redis.Redis, keys: Keys
 ) -> None:
-    """The record holds options and state, the params hash the encoded params; the lane holds
-    its entry."""
+    """The record holds options and state, the request's params key the encoded params; the
+    lane holds its entry."""
     p = params("héllo ☃")
     ticket = client.submit(
         p, key="k1", reply_to="svc.replies", priority=3, metadata={"user": "ü", "n": 1}
     )
     token = token_of(ticket.id)
-    rec = {text(k): v for k, v in redis_client.hgetall(Keys().request(ACCOUNT, token)).items()}
-    assert redis_client.hget(Keys().params(ACCOUNT), token) == compact(p)
-    assert int(rec["n"]) == framed(p)
-    assert rec["st"] == b"pending"
-    assert rec["pr"] == b"3"
-    assert rec["at"] == b"0"
-    assert rec["k"] == compact("k1")
-    assert rec["rt"] == b"svc.replies"
-    assert rec["md"] == compact({"user": "ü", "n": 1})
-    [entry] = redis_client.lrange(Keys().pending(ACCOUNT, 3), 0, -1)
-    assert text(entry) == f"{token} {framed(p)} {text(rec['eq'])}"
-    assert redis_client.sismember(Keys().lanes(ACCOUNT), "3")
+    rec = record(store, ticket.id)
+    assert redis_client.get(keys.params(ACCOUNT, token)) == compact(p)
+    assert rec.size == framed(p)
+    assert rec.status is RequestStatus.PENDING
+    assert rec.lane == "3"
+    assert rec.attempts == 0
+    assert rec.key == "k1"
+    assert rec.reply_to == "svc.replies"
+    assert redis_client.hget(keys.request(ACCOUNT, token), Field.METADATA) == compact(
+        {"user": "ü", "n": 1}
+    )
+    [entry] = redis_client.lrange(keys.pending(ACCOUNT, "3"), 0, -1)
+    assert text(entry) == f"{token} {framed(p)} {rec.enqueued_ms}"
+    assert redis_client.sismember(keys.lanes(ACCOUNT), "3")
 
 
 def test_new_request_is_pending(client: Client) -> None:
@@ -100,24 +130,45 @@ def test_new_request_is_pending(client: Client) -> None:
     assert state.terminal is False
 
 
-def test_lane_stats_count_requests_and_their_framed_bytes(
-    client: Client, redis_client: redis.Redis
-) -> None:
+def test_lane_stats_count_requests_and_their_framed_bytes(client: Client, store: Store) -> None:
     """Lane bytes are the compact UTF-8 JSON of each request's params plus 52 bytes of framing."""
     bodies = [params("a"), params("ü" * 50), params("😀", temperature=0.5, system="be brief")]
     for p in bodies:
         client.submit(p)
     expected = sum(len(compact(p)) + 52 for p in bodies)
-    assert lane(redis_client) == (3, expected)
+    assert lane_stats(store) == (3, expected)
 
 
-def test_lanes_are_kept_apart_by_priority(client: Client, redis_client: redis.Redis) -> None:
+def test_lanes_are_kept_apart_by_priority(client: Client, store: Store) -> None:
     """Each priority has its own pending list and stats."""
     a = client.submit(params(), priority=0)
     b = client.submit(params(), priority=9)
-    assert pending(redis_client, 0) == [token_of(a.id)]
-    assert pending(redis_client, 9) == [token_of(b.id)]
-    assert lane(redis_client, 9) == (1, framed(params()))
+    assert pending(store, lane(0)) == [token_of(a.id)]
+    assert pending(store, lane(9)) == [token_of(b.id)]
+    assert lane_stats(store, lane(9)) == (1, framed(params()))
+
+
+def test_betas_put_the_request_in_its_own_lane(client: Client, store: Store, keys: Keys) -> None:
+    """A request with betas waits in a lane of its own (its batch is created with them),
+    apart from plain requests of the same priority; the lane's beta set is remembered."""
+    plain = client.submit(params())
+    beta = client.submit(params(), betas=[BETA])
+    beta_lane = lane(0, betas=[BETA])
+    assert beta_lane != lane(0)
+    assert pending(store, lane(0)) == [token_of(plain.id)]
+    assert pending(store, beta_lane) == [token_of(beta.id)]
+    assert record(store, beta.id).lane == beta_lane
+    assert store.read(lane_store.lane_ids(keys, ACCOUNT)) == sorted([lane(0), beta_lane])
+    beta_id = beta_lane.rsplit(".b", 1)[1]
+    assert store.read(lane_store.betas_of(keys, ACCOUNT, beta_id)) == (BETA,)
+
+
+def test_the_same_betas_in_any_order_share_a_lane(client: Client, store: Store) -> None:
+    """Betas are a set: order and repeats do not make another lane."""
+    other = "context-1m-2025-08-07"
+    a = client.submit(params("a"), betas=[BETA, other])
+    b = client.submit(params("b"), betas=[other, BETA, other])
+    assert pending(store, lane(0, betas=[BETA, other])) == [token_of(a.id), token_of(b.id)]
 
 
 def test_submit_is_one_round_trip(client: Client, redis_client: redis.Redis) -> None:
@@ -132,31 +183,82 @@ def test_submit_is_one_round_trip(client: Client, redis_client: redis.Redis) -> 
     assert set(changed) <= SUBMIT_SCRIPT_COMMANDS
 
 
-def test_pending_entries_keep_submit_order(client: Client, redis_client: redis.Redis) -> None:
+def test_pending_entries_keep_submit_order(client: Client, store: Store) -> None:
     """The lane is first in, first out."""
     ids = [client.submit(params(str(i))).id for i in range(5)]
-    assert pending(redis_client) == [token_of(i) for i in ids]
+    assert pending(store) == [token_of(i) for i in ids]
 
 
 # -- idempotency ----------------------------------------------------------------------------
 
 
-def test_same_key_returns_the_first_ticket_as_duplicate(client: Client) -> None:
-    """A repeated key gets the first request's id back with duplicate=True."""
-    first = client.submit(params("one"), key="order-42")
-    again = client.submit(params("two"), key="order-42")
+def test_same_key_and_request_return_the_first_ticket_as_duplicate(client: Client) -> None:
+    """The same request again under its key gets the first request's id with duplicate=True."""
+    first = client.submit(params("one"), key="order-42", metadata={"n": 1})
+    again = client.submit(params("one"), key="order-42", metadata={"n": 1})
     assert again == Ticket(id=first.id, key="order-42", duplicate=True)
 
 
-def test_same_key_enqueues_nothing(client: Client, redis_client: redis.Redis) -> None:
+def test_same_key_enqueues_nothing(client: Client, store: Store, redis_client: redis.Redis) -> None:
     """A repeated key adds no record, no entry and no bytes."""
     client.submit(params("one"), key="order-42")
     size = redis_client.dbsize()
-    stats = lane(redis_client)
-    client.submit(params("two, longer"), key="order-42")
+    stats = lane_stats(store)
+    client.submit(params("one"), key="order-42")
     assert redis_client.dbsize() == size
-    assert lane(redis_client) == stats
-    assert len(pending(redis_client)) == 1
+    assert lane_stats(store) == stats
+    assert len(pending(store)) == 1
+
+
+def test_same_key_with_another_request_is_a_conflict(client: Client) -> None:
+    """A key used before for another request raises IdempotencyConflictError, a SubmitError
+    naming the key, the first request and what differs."""
+    first = client.submit(params("one"), key="order-42")
+    with pytest.raises(IdempotencyConflictError) as info:
+        client.submit(params("two"), key="order-42")
+    err = info.value
+    assert isinstance(err, SubmitError)
+    assert (err.field, err.request_id, err.differs) == ("key", first.id, ["params"])
+    assert first.id in str(err) and "params" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("change", "differs"),
+    [
+        ({"reply_to": "other-queue"}, ["reply_to"]),
+        ({"callback_url": "https://hooks.example.com/other"}, ["callback_url"]),
+        ({"metadata": {"n": 2}}, ["metadata"]),
+        ({"priority": 4}, ["priority"]),
+        ({"tag": "other-tag"}, ["tag"]),
+        ({"betas": [BETA]}, ["betas"]),
+        ({"params": params("two"), "metadata": {"n": 2}}, ["params", "metadata"]),
+    ],
+    ids=["reply-to", "callback", "metadata", "priority", "tag", "betas", "params-and-metadata"],
+)
+def test_conflict_names_each_field_that_differs(
+    client: Client, change: dict[str, Any], differs: list[str]
+) -> None:
+    """`differs` names exactly the fields of the second request that are not the first's."""
+    first: dict[str, Any] = {"params": params(), "metadata": {"n": 1}}
+    client.submit(**first, key="k")
+    with pytest.raises(IdempotencyConflictError) as info:
+        client.submit(**{**first, **change}, key="k")
+    assert info.value.differs == differs
+    for name in differs:
+        assert name in str(info.value)
+
+
+def test_conflict_stores_nothing(client: Client, store: Store, redis_client: redis.Redis) -> None:
+    """A conflicting submit leaves Redis as it was: the first request keeps its key."""
+    first = client.submit(params("one"), key="order-42")
+    size = redis_client.dbsize()
+    stats = lane_stats(store)
+    with pytest.raises(IdempotencyConflictError):
+        client.submit(params("two, longer"), key="order-42")
+    assert redis_client.dbsize() == size
+    assert lane_stats(store) == stats
+    assert pending(store) == [token_of(first.id)]
+    assert client.submit(params("one"), key="order-42").id == first.id
 
 
 def test_keys_are_per_account(
@@ -198,16 +300,36 @@ def test_arbitrary_keys_deduplicate(client: Client, key: str) -> None:
     ["naïve ключ 鍵 😀", 'nul \x00 \u2028 \\ "', "é" * 256],
     ids=["unicode", "escapes", "256-unicode"],
 )
-def test_key_round_trips_and_expires_with_the_result(
-    client: Client, flow: Flow, redis_client: redis.Redis, key: str
+def test_key_round_trips_and_is_remembered_from_first_use(
+    client: Client, flow: Flow, redis_client: redis.Redis, keys: Keys, key: str
 ) -> None:
-    """The envelope carries the key unchanged, and the key's entry gets the result's retention."""
+    """The envelope carries the key unchanged; the key is remembered `submit.idempotency_ttl`
+    from its first use, whenever the request ends."""
     ticket = client.submit(params(), key=key)
-    kk = Keys().idempotency(ACCOUNT, key_digest(key))
-    assert redis_client.pttl(kk) == -1
+    kk = keys.idempotency(ACCOUNT, key_digest(key))
+    ttl_ms = int(client.settings.submit.idempotency_ttl * 1000)
+    assert ttl_ms - 60_000 < redis_client.pttl(kk) <= ttl_ms
     flow.end(ticket.id)
     assert client.wait(ticket.id, timeout=5).key == key
-    assert 0 < redis_client.pttl(kk) <= int(client.settings.retention * 1000)
+    assert ttl_ms - 60_000 < redis_client.pttl(kk) <= ttl_ms
+
+
+def test_find_returns_the_request_submitted_under_a_key(client: Client, flow: Flow) -> None:
+    """`find(key)` names the request first submitted under that key, and its state."""
+    ticket = client.submit(params(), key="order-7")
+    client.submit(params(), key="order-8")
+    assert (client.find("order-7").id, client.find("order-7").state) == (ticket.id, "pending")
+    flow.end(ticket.id)
+    found = client.find("order-7")
+    assert found.state == "succeeded"
+    assert found.result is not None and found.result.key == "order-7"
+
+
+def test_find_of_an_unknown_key_raises_not_found(client: Client) -> None:
+    """A key nobody used raises RequestNotFoundError naming it."""
+    client.submit(params(), key="used")
+    with pytest.raises(RequestNotFoundError, match="never-used"):
+        client.find("never-used")
 
 
 def test_key_over_the_limit_is_refused(client: Client, redis_client: redis.Redis) -> None:
@@ -308,6 +430,10 @@ REFUSALS: list[Any] = [
         {"callback_url": "https://example.com/" + "a" * 2048}, "callback_url", id="cb-too-long"
     ),
     pytest.param({"callback_url": 5}, "callback_url", id="cb-int"),
+    pytest.param({"tag": "has space"}, "tag", id="tag-space"),
+    pytest.param({"tag": "t" * 65}, "tag", id="tag-65"),
+    pytest.param({"betas": ["no-such-beta-2099-01-01"]}, "betas", id="beta-unknown"),
+    pytest.param({"betas": [5]}, "betas", id="beta-int"),
 ]
 
 
@@ -337,22 +463,22 @@ def test_request_larger_than_a_batch_is_refused(
 
 
 def test_request_exactly_filling_a_batch_is_accepted(
-    make_client: MakeClient, make_settings: Callable[..., Settings], redis_client: redis.Redis
+    make_client: MakeClient, make_settings: Callable[..., Settings], store: Store
 ) -> None:
     """A request whose one-request body is exactly max_bytes fits; one byte more does not."""
     c = make_client(make_settings(batch={"max_bytes": 1024}))
     room = 1024 - len('{"requests":[]}') - framed(params(""))
     c.submit(params("y" * room))
-    assert lane(redis_client) == (1, 1024 - len('{"requests":[]}'))
+    assert lane_stats(store) == (1, 1024 - len('{"requests":[]}'))
     with pytest.raises(RequestTooLargeError):
         c.submit(params("y" * (room + 1)))
 
 
 def test_unknown_account_is_refused_once_accounts_are_published(
-    make_client: MakeClient, settings: Settings, redis_client: redis.Redis
+    make_client: MakeClient, settings: Settings, store: Store, redis_client: redis.Redis
 ) -> None:
     """When the daemon has published its accounts, a producer refuses any other account."""
-    publish_accounts(redis_client, Keys(), settings)
+    publish(store, settings)
     size = redis_client.dbsize()
     c = make_client()
     with pytest.raises(InvalidRequestError) as info:
@@ -363,44 +489,49 @@ def test_unknown_account_is_refused_once_accounts_are_published(
 
 
 def test_account_removed_from_the_daemon_is_refused(
-    make_client: MakeClient, make_settings: Callable[..., Settings], redis_client: redis.Redis
+    make_client: MakeClient, make_settings: Callable[..., Settings], store: Store
 ) -> None:
     """After the daemon republishes without an account, producers refuse that account."""
-    publish_accounts(redis_client, Keys(), make_settings(accounts={"default": {}, "old": {}}))
-    publish_accounts(redis_client, Keys(), make_settings())
+    publish(store, make_settings(accounts={"default": {}, "old": {}}))
+    publish(store, make_settings())
     with pytest.raises(InvalidRequestError):
         make_client().submit(params(), account="old")
 
 
 def test_published_account_is_accepted(
-    make_client: MakeClient, settings: Settings, redis_client: redis.Redis
+    make_client: MakeClient, settings: Settings, store: Store
 ) -> None:
     """A configured account is accepted once the accounts are published."""
-    publish_accounts(redis_client, Keys(), settings)
+    publish(store, settings)
     assert make_client().submit(params(), account="default").id.startswith("default.")
 
 
-def test_params_and_metadata_may_be_any_mapping(client: Client, redis_client: redis.Redis) -> None:
+def test_params_and_metadata_may_be_any_mapping(
+    client: Client, redis_client: redis.Redis, keys: Keys
+) -> None:
     """A read-only mapping is accepted for params and metadata and stored as a JSON object."""
     ticket = client.submit(MappingProxyType(params()), metadata=MappingProxyType({"a": 1}))
-    rk = Keys().request(ACCOUNT, token_of(ticket.id))
-    assert redis_client.hget(Keys().params(ACCOUNT), token_of(ticket.id)) == compact(params())
-    assert redis_client.hget(rk, "md") == b'{"a":1}'
+    token = token_of(ticket.id)
+    assert redis_client.get(keys.params(ACCOUNT, token)) == compact(params())
+    assert redis_client.hget(keys.request(ACCOUNT, token), Field.METADATA) == b'{"a":1}'
 
 
-def test_valid_callback_url_is_stored(client: Client, redis_client: redis.Redis) -> None:
+def test_valid_callback_url_is_stored(client: Client, store: Store) -> None:
     """An https callback URL is accepted and kept on the record."""
     ticket = client.submit(params(), callback_url="https://hooks.example.com/batchd?x=1")
-    cb = redis_client.hget(Keys().request(ACCOUNT, token_of(ticket.id)), "cb")
-    assert cb == b"https://hooks.example.com/batchd?x=1"
+    assert record(store, ticket.id).callback_url == "https://hooks.example.com/batchd?x=1"
+
+
+def test_tag_is_kept_on_the_record(client: Client, store: Store) -> None:
+    """A request's tag (its group in the cost ledger) is kept on its record."""
+    ticket = client.submit(params(), tag="team-a/nightly")
+    assert record(store, ticket.id).tag == "team-a/nightly"
 
 
 # -- submit_many ----------------------------------------------------------------------------
 
 
-def test_submit_many_reports_each_outcome_in_order(
-    client: Client, redis_client: redis.Redis
-) -> None:
+def test_submit_many_reports_each_outcome_in_order(client: Client, store: Store) -> None:
     """Good and bad items mixed: tickets and SubmitErrors in item order; the good ones stored."""
     outcomes = client.submit_many(
         [
@@ -426,7 +557,7 @@ def test_submit_many_reports_each_outcome_in_order(
         "reply_to",
     ]
     tickets = [o for o in outcomes if isinstance(o, Ticket)]
-    assert pending(redis_client) == [token_of(t.id) for t in tickets]
+    assert pending(store) == [token_of(t.id) for t in tickets]
     assert tickets[1].key == "kb"
     assert all(client.get(t.id).state == "pending" for t in tickets)
 
@@ -440,31 +571,45 @@ def test_submit_many_refuses_malformed_items(client: Client, redis_client: redis
     assert redis_client.dbsize() == 0
 
 
-def test_submit_many_sends_in_chunks(client: Client, redis_client: redis.Redis) -> None:
-    """2,500 items go in several pipelined chunks, every one stored, in order."""
+def test_submit_many_sends_in_chunks(client: Client, store: Store) -> None:
+    """2,500 items go in several chunks, every one stored, in order."""
     outcomes = client.submit_many(({"params": params(str(i))} for i in range(2_500)), chunk=1_000)
     assert all(isinstance(o, Ticket) and not o.duplicate for o in outcomes)
     tokens = [token_of(o.id) for o in outcomes if isinstance(o, Ticket)]
     assert len(set(tokens)) == 2_500
-    assert pending(redis_client) == tokens
-    assert lane(redis_client) == (2_500, sum(framed(params(str(i))) for i in range(2_500)))
+    assert pending(store) == tokens
+    assert lane_stats(store) == (2_500, sum(framed(params(str(i))) for i in range(2_500)))
 
 
-def test_submit_many_deduplicates_keys_within_one_call(
-    client: Client, redis_client: redis.Redis
-) -> None:
-    """The second item with a key already used in the same call is a duplicate of the first."""
+def test_submit_many_deduplicates_keys_within_one_call(client: Client, store: Store) -> None:
+    """An item repeating an earlier item of the same call, key and all, is a duplicate of it."""
     outcomes = client.submit_many(
         [
             {"params": params("a"), "key": "same"},
             {"params": params("b"), "key": "other"},
-            {"params": params("c"), "key": "same"},
+            {"params": params("a"), "key": "same"},
         ]
     )
     first, other, again = outcomes
     assert isinstance(first, Ticket) and isinstance(other, Ticket) and isinstance(again, Ticket)
     assert again == Ticket(id=first.id, key="same", duplicate=True)
-    assert len(pending(redis_client)) == 2
+    assert len(pending(store)) == 2
+
+
+def test_submit_many_reports_a_conflict_in_its_place(client: Client, store: Store) -> None:
+    """An item reusing a key of the same call for another request gets its
+    IdempotencyConflictError in its place; the other items are stored."""
+    first, clash, last = client.submit_many(
+        [
+            {"params": params("a"), "key": "same"},
+            {"params": params("b"), "key": "same"},
+            {"params": params("c")},
+        ]
+    )
+    assert isinstance(first, Ticket) and isinstance(last, Ticket)
+    assert isinstance(clash, IdempotencyConflictError)
+    assert (clash.request_id, clash.differs) == (first.id, ["params"])
+    assert pending(store) == [token_of(first.id), token_of(last.id)]
 
 
 def test_submit_many_sees_keys_from_earlier_submits(client: Client) -> None:
@@ -472,3 +617,12 @@ def test_submit_many_sees_keys_from_earlier_submits(client: Client) -> None:
     first = client.submit(params(), key="earlier")
     [again] = client.submit_many([{"params": params(), "key": "earlier"}])
     assert again == Ticket(id=first.id, key="earlier", duplicate=True)
+
+
+def test_submit_many_tickets_are_handles(client: Client, flow: Flow) -> None:
+    """A ticket from submit_many is bound to its client like one from submit."""
+    [ticket] = client.submit_many([{"params": params()}])
+    assert isinstance(ticket, Ticket)
+    assert ticket.get().state == "pending"
+    flow.end(ticket.id)
+    assert ticket.wait(timeout=5).status == "succeeded"

@@ -1,4 +1,5 @@
-"""Fixtures for the webhook tests: a loopback receiver and a sender factory, both cleaned up."""
+"""Fixtures for the webhook tests: the store, a loopback receiver and a sender factory, each
+cleaned up."""
 
 from __future__ import annotations
 
@@ -6,10 +7,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from batchd.settings import Settings
+from batchd.store import Store
 from batchd.webhooks.sender import WebhookSender
-from tests.webhooks.support import Receiver, RunningSender
+from tests.webhooks.support import KEYS, Receiver, RunningSender
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> Store:
+    """The outbox's Redis as batchd's store layer reads and writes it."""
+    return Store(redis_client, KEYS)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Test helpers for webhooks: a real HTTP receiver on loopback, the sender in a thread, polling.
+"""Test helpers for webhooks: a real HTTP receiver on loopback, the sender in a thread or in a
+process of its own (optionally on a clock set off from Redis's), and polling the outbox.
 
 The receiver runs aiohttp on its own loop in a thread and answers with whatever `reply` says.
 """
@@ -6,26 +7,32 @@ The receiver runs aiohttp on its own loop in a thread and answers with whatever 
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import redis
+import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from batchd.keys import Keys, new_token, request_id
 from batchd.settings import Settings
-from batchd.webhooks.outbox import enqueue_delivery
+from batchd.store import Keys, Store, new_token, request_id
+from batchd.webhooks.outbox import DeliveryRecord, enqueue_delivery, read_delivery
 from batchd.webhooks.sender import WebhookSender
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OLD_SECRET = "whsec_c2VjcmV0LW9mLWxhc3QteWVhcg=="
 KEYS = Keys("batchd")
+ROOT = Path(__file__).resolve().parents[2]
 
 T = TypeVar("T")
 
@@ -172,16 +179,16 @@ def envelope(account: str, token: str, status: str = "succeeded") -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def enqueue(client: redis.Redis, url: str, account: str = "default") -> str:
-    """Put one delivery to `url` in the outbox; its token."""
+def enqueue(store: Store, url: str, account: str = "default") -> str:
+    """Put one delivery to `url` in the outbox, as the fan-out does; its token."""
     token = new_token()
-    enqueue_delivery(client, KEYS, account, token, url, envelope(account, token))
+    enqueue_delivery(store, account, token, url, envelope(account, token))
     return token
 
 
-def record(client: redis.Redis, token: str, account: str = "default") -> dict[str, str]:
-    raw: dict[bytes, bytes] = client.hgetall(KEYS.delivery(account, token))  # type: ignore[assignment]
-    return {k.decode(): v.decode() for k, v in raw.items() if k != b"body"}
+def record(store: Store, token: str, account: str = "default") -> DeliveryRecord | None:
+    """The delivery as stored (None once its record is gone)."""
+    return read_delivery(store, account, token)
 
 
 def wait_until(
@@ -197,14 +204,28 @@ def wait_until(
         time.sleep(0.01)
 
 
-def wait_state(
-    client: redis.Redis, token: str, state: str, timeout: float = 10.0
-) -> dict[str, str]:
-    return wait_until(
-        lambda: (r := record(client, token)).get("state") == state and r,
-        timeout,
-        f"delivery {token} to be {state}",
-    )
+def wait_record(
+    store: Store,
+    token: str,
+    check: Callable[[DeliveryRecord], bool],
+    timeout: float = 10.0,
+    what: str = "its record to change",
+) -> DeliveryRecord:
+    """The delivery's record once `check` holds for it."""
+
+    def found() -> DeliveryRecord | None:
+        rec = record(store, token)
+        return rec if rec is not None and check(rec) else None
+
+    return wait_until(found, timeout, f"delivery {token}: {what}")
+
+
+def wait_state(store: Store, token: str, state: str, timeout: float = 10.0) -> DeliveryRecord:
+    return wait_record(store, token, lambda r: r.state == state, timeout, f"to be {state}")
+
+
+def wait_attempts(store: Store, token: str, n: int, timeout: float = 10.0) -> DeliveryRecord:
+    return wait_record(store, token, lambda r: r.attempts == n, timeout, f"{n} attempts")
 
 
 class LoopbackResolver(AbstractResolver):
@@ -226,3 +247,63 @@ class LoopbackResolver(AbstractResolver):
 
     async def close(self) -> None:
         pass
+
+
+# -- a sender in a process of its own, maybe on a wrong clock ------------------------------------
+
+LIBFAKETIME_PATHS = (
+    "/usr/lib/*/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+    "/opt/homebrew/lib/faketime/libfaketime.1.dylib",
+)
+
+
+def libfaketime() -> str:
+    """The libfaketime library (Debian: `apt-get install faketime`); skips the test without it.
+
+    It sets batchd's process clock off from Redis's. (Redis itself cannot run under it: Debian's
+    redis-server uses jemalloc, which deadlocks with libfaketime, wolfcw/libfaketime#130.)
+    """
+    for pattern in LIBFAKETIME_PATHS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    pytest.skip("libfaketime is not installed (apt-get install faketime): it sets a clock offset")
+
+
+def clock_offset_env(offset_s: int) -> dict[str, str]:
+    """Environment that runs a process with its wall clock `offset_s` seconds off the host's
+    (monotonic clocks left true, so timeouts and sleeps behave)."""
+    return {
+        "LD_PRELOAD": libfaketime(),
+        "FAKETIME": f"{offset_s:+d}",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "DONT_FAKE_MONOTONIC": "1",  # the same, as libfaketime before 0.9.8 spells it
+    }
+
+
+def spawn_sender(
+    redis_url: str, log: Path, lease: float = 1.0, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`tests.webhooks.sender_process` as a child process logging to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.webhooks.sender_process", redis_url, str(lease)],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def sender_clock(log: Path, timeout: float = 10.0) -> float:
+    """The wall clock a sender process read as it started (its `clock` line)."""
+
+    def find() -> float | None:
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("clock "):
+                return float(line.split()[1])
+        return None
+
+    return wait_until(find, timeout, "the sender process to report its clock")

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from batchd.errors import BlockedAddressError, ConfigError, InvalidRequestError
 from batchd.settings import Settings
+from batchd.store import Store
 from batchd.webhooks.urls import AddressPolicy, check_callback_url
 from tests.webhooks.support import Receiver, RunningSender, enqueue, make_settings, wait_state
 
@@ -148,19 +148,19 @@ class FlipResolver(AbstractResolver):
 
 
 def test_name_resolving_to_internal_address_is_refused(
-    redis_url: str, redis_client: redis.Redis, receiver: Receiver, start_sender: StartSender
+    redis_url: str, store: Store, receiver: Receiver, start_sender: StartSender
 ) -> None:
     """A public-looking host name whose DNS answer is loopback is refused at connect time."""
     resolver = FlipResolver("127.0.0.1")
     start_sender(make_settings(redis_url, allow_networks=[]), resolver=resolver)
-    token = enqueue(redis_client, f"http://hooks.example.com:{receiver.port}/hook")
-    rec = wait_state(redis_client, token, "dead")
-    assert rec["last_error"].startswith("blocked address 127.0.0.1")
+    token = enqueue(store, f"http://hooks.example.com:{receiver.port}/hook")
+    rec = wait_state(store, token, "dead")
+    assert rec.last_error.startswith("blocked address 127.0.0.1")
     assert receiver.requests == []
 
 
 def test_rebinding_between_check_and_connect_is_refused(
-    redis_url: str, redis_client: redis.Redis, receiver: Receiver, start_sender: StartSender
+    redis_url: str, store: Store, receiver: Receiver, start_sender: StartSender
 ) -> None:
     """The connection goes to the address that was checked, not to a second, rebound answer.
 
@@ -171,8 +171,8 @@ def test_rebinding_between_check_and_connect_is_refused(
     resolver = FlipResolver("127.0.0.2")
     settings = make_settings(redis_url, allow_networks=["127.0.0.2/32"], schedule=[0])
     start_sender(settings, resolver=resolver)
-    token = enqueue(redis_client, f"http://rebind.example.com:{receiver.port}/hook")
-    rec = wait_state(redis_client, token, "dead")
-    assert "connection failed" in rec["last_error"]
+    token = enqueue(store, f"http://rebind.example.com:{receiver.port}/hook")
+    rec = wait_state(store, token, "dead")
+    assert "connection failed" in rec.last_error
     assert resolver.calls == 1
     assert receiver.requests == []
