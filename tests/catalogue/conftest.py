@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from batchd import Client, Result, Settings
+from batchd.store import Keys, Store
 from tests.catalogue.mangler import Mangler
 from tests.support.daemon import DaemonProcess, daemon_env
 from tests.support.emulator import EmulatorProcess
@@ -33,6 +34,14 @@ class Stack:
     daemon: DaemonProcess
     client: Client
 
+    @property
+    def keys(self) -> Keys:
+        return self.client.keys
+
+    @property
+    def store(self) -> Store:
+        return self.client.store
+
     def submit(self, n: int, **extra: Any) -> list[str]:
         items = [{"params": {**PARAMS, "metadata": {"user_id": f"u{i}"}}, **extra}
                  for i in range(n)]  # fmt: skip
@@ -54,7 +63,9 @@ class Stack:
         return self.emulator.audit()[self.emulator.api_key]
 
     def assert_unharmed(self) -> None:
-        """The daemon still runs and the API never held a request in two live batches."""
+        """Every fault rule fired, the daemon still runs, and the API never held a request in
+        two live batches."""
+        self.mangler.assert_fired()
         assert self.daemon.alive(), self.daemon.log_text()[-4000:]
         assert self.audit()["double_submitted"] == []
 
@@ -76,6 +87,8 @@ def module_stack(
         "BATCHD_WEBHOOKS__SCHEDULE": "[0, 0.2, 0.2]",
         "BATCHD_WEBHOOKS__JITTER": "0",
         "BATCHD_WEBHOOKS__TIMEOUT": "1",
+        # A batch the API answers 404 for (and its list does not show) is gone after 2 s.
+        "BATCHD_POLL__NOT_FOUND_GRACE": "2",
     })  # fmt: skip
     daemon = DaemonProcess(directory / "daemon", env)
     daemon.start()
@@ -89,11 +102,29 @@ def module_stack(
         redis.kill()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def stack(module_stack: Stack, emulator: EmulatorProcess) -> Iterator[Stack]:
-    """The module's stack with no rules, and the emulator reset (nothing in flight is left)."""
+def stack(
+    module_stack: Stack, emulator: EmulatorProcess, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The module's stack with no rules, and the emulator reset (nothing in flight is left).
+
+    A test that passed with a fault rule that never fired fails here: its fault proved nothing.
+    """
     module_stack.mangler.clear()
     try:
         yield module_stack
+        if not request.node.stash.get(_CALL_FAILED, True):
+            module_stack.mangler.assert_fired()
     finally:
         module_stack.mangler.clear()

@@ -1,7 +1,8 @@
 """A reverse proxy in front of the emulator that spoils chosen answers, as a broken edge would.
 
-Each rule matches one operation (create, retrieve, list, results) and answers in its place a
-given number of times: before the request reaches the API, or after, replacing its answer.
+Each rule matches one operation (create, retrieve, list, results, cancel) and answers in its place
+a given number of times: before the request reaches the API, or after, replacing its answer. Each
+rule counts the answers it spoiled, so a test can prove its fault happened (`assert_fired`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ Transform = Callable[[bytes], bytes]
 
 _BATCH = re.compile(r"^/v1/messages/batches/[^/]+$")
 _RESULTS = re.compile(r"^/v1/messages/batches/[^/]+/results$")
+_CANCEL = re.compile(r"^/v1/messages/batches/[^/]+/cancel$")
+
+#: Every operation a rule may name.
+OPERATIONS = frozenset({"create", "list", "retrieve", "results", "cancel", "other"})
 
 
 def operation(method: str, path: str) -> str:
@@ -26,6 +31,8 @@ def operation(method: str, path: str) -> str:
         return "create" if method == "POST" else "list"
     if _RESULTS.match(path):
         return "results"
+    if _CANCEL.match(path):
+        return "cancel"
     if _BATCH.match(path):
         return "retrieve"
     return "other"
@@ -42,13 +49,13 @@ class Answer:
     forward_after: float | None = None  # answer at once; the API gets the request this late
 
 
-@dataclass
+@dataclass(eq=False)
 class Rule:
     operation: str
     answer: Answer | None = None
     transform: Transform | None = None  # rewrite the API's answer body (results: whole stream)
     times: int = 1
-    used: int = 0
+    hits: int = 0  # answers this rule spoiled so far (a transform counts only bodies it rewrote)
 
 
 class Mangler:
@@ -71,13 +78,33 @@ class Mangler:
         return f"http://127.0.0.1:{self.port}"
 
     def add(self, rule: Rule) -> Rule:
+        """Apply `rule` from now on; a misspelt operation is refused, since it would never fire."""
+        if rule.operation not in OPERATIONS:
+            raise ValueError(
+                f"no operation {rule.operation!r}; a rule names one of {sorted(OPERATIONS)}"
+            )
         with self._lock:
             self.rules.append(rule)
         return rule
 
     def clear(self) -> None:
+        """Drop every rule, and forget which operations came through."""
         with self._lock:
             self.rules.clear()
+            self.seen.clear()
+
+    def unfired(self) -> list[Rule]:
+        """The rules that have spoiled nothing yet."""
+        with self._lock:
+            return [r for r in self.rules if r.hits == 0]
+
+    def assert_fired(self) -> None:
+        """Fail unless every rule spoiled at least one answer: a fault that never happened
+        proves nothing about how batchd meets it."""
+        unfired = self.unfired()
+        assert not unfired, "fault rules that never fired: " + ", ".join(
+            f"{r.operation} (seen: {sorted(set(self.seen))})" for r in unfired
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -110,10 +137,15 @@ class Mangler:
         with self._lock:
             self.seen.append(op)
             for rule in self.rules:
-                if rule.operation == op and rule.used < rule.times:
-                    rule.used += 1
+                if rule.operation == op and rule.hits < rule.times:
+                    rule.hits += 1
                     return rule
         return None
+
+    def _give_back(self, rule: Rule) -> None:
+        """A taken rule that spoiled nothing after all: it stays due for a later answer."""
+        with self._lock:
+            rule.hits -= 1
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         op = operation(request.method, request.path)
@@ -129,8 +161,11 @@ class Mangler:
         status, headers, data = await self._forward(request, body)
         if rule is not None and rule.answer is not None:
             return _reply(rule.answer)
-        if rule is not None and rule.transform is not None and status == 200:
-            data = rule.transform(data)
+        if rule is not None and rule.transform is not None:
+            if status == 200:
+                data = rule.transform(data)
+            else:
+                self._give_back(rule)
         return web.Response(
             status=status,
             body=data,
@@ -153,9 +188,11 @@ class Mangler:
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         assert self._session is not None
+        # Host goes through, as a reverse proxy passes it on: the API names its results_url on
+        # the host it was asked by, so the download comes back through this proxy too.
         kept = {k: v for k, v in headers.items()
                 if k.lower() in ("x-api-key", "anthropic-version", "content-type",
-                                 "anthropic-beta")}  # fmt: skip
+                                 "anthropic-beta", "host")}  # fmt: skip
         async with self._session.request(
             method, self.upstream + path, data=body or None, headers=kept
         ) as resp:

@@ -7,15 +7,26 @@ status), no request is ever in two live batches, and the daemon keeps running.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import orjson
+import pytest
 
-from batchd.keys import split_request_id
+from batchd.store import split_request_id
 from tests.catalogue.conftest import Stack
 from tests.catalogue.mangler import Answer, Rule, html_page
 from tests.support.daemon import wait_for
 
 GARBAGE = b"\x00\x9f{garbage \xff not json"
+#: A list page without any batch: the account's list does not show the batch looked for.
+EMPTY_LIST = Answer(body=orjson.dumps({"data": [], "has_more": False, "first_id": None,
+                                       "last_id": None}))  # fmt: skip
+
+
+def not_found(message: str) -> Answer:
+    """The API's 404 answer."""
+    return Answer(status=404, body=orjson.dumps({"type": "error", "error": {
+        "type": "not_found_error", "message": message}}))  # fmt: skip
 
 
 def lines(data: bytes) -> list[dict[str, object]]:
@@ -138,17 +149,24 @@ def test_poll_answered_with_an_unknown_status(stack: Stack) -> None:
 
 
 def test_batch_vanished_from_the_api(stack: Stack) -> None:
-    """A batch the API no longer knows (404): its requests end errored, not sent twice."""
-    body = orjson.dumps({"type": "error", "error": {"type": "not_found_error",
-                                                    "message": "no such batch"}})  # fmt: skip
-    stack.mangler.add(Rule("retrieve", Answer(status=404, body=body), times=1000))
+    """A batch answering 404 and absent from the list past the grace: its requests end errored."""
+    stack.mangler.add(Rule("retrieve", not_found("no such batch"), times=1000))
+    stack.mangler.add(Rule("list", EMPTY_LIST, times=1000))
     ids = stack.submit(3)
     results = stack.results(ids)
     assert {r.status for r in results} == {"errored"}
     assert {r.error["type"] for r in results if r.error} == {"not_found_error"}
+    assert "batch vanished from the API" in stack.daemon.log_text()
     stack.assert_unharmed()
     stack.mangler.clear()
     all_succeed(stack, billed_once=False)
+
+
+def test_poll_404_while_the_list_shows_the_batch_is_transient(stack: Stack) -> None:
+    """Polls answered 404 while the list still shows the batch: it is followed to its end."""
+    stack.mangler.add(Rule("retrieve", not_found("no such batch"), times=3))
+    all_succeed(stack)
+    assert "retrieve answered 404 but the list shows the batch" in stack.daemon.log_text()
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -218,19 +236,65 @@ def test_results_line_that_is_not_json_forever(stack: Stack) -> None:
     stack.assert_unharmed()
 
 
-def test_results_line_whose_result_is_not_an_object(stack: Stack) -> None:
-    """A line with `"result": "ok"` is skipped; its request goes round and succeeds."""
-    done: list[bool] = []
+def cut_short(obj: dict[str, object]) -> bytes:
+    line = orjson.dumps(obj)
+    return line[: line.index(b'"result"') + 20]
+
+
+def result_a_string(obj: dict[str, object]) -> bytes:
+    return orjson.dumps(obj | {"result": "ok"})
+
+
+@pytest.mark.parametrize(
+    "damage", [result_a_string, cut_short], ids=["result a string", "line cut short"]
+)
+def test_damaged_results_line_with_a_readable_custom_id_ends_errored_keeping_it(
+    stack: Stack, damage: Callable[[dict[str, object]], bytes]
+) -> None:
+    """A line with a readable custom_id but no result: errored `unreadable_result`, not resent."""
+    victim: list[str] = []
 
     def spoil(data: bytes) -> bytes:
         objs = lines(data)
-        if not done:
-            objs[0]["result"] = "ok"
-            done.append(True)
-        return jsonl(objs)
+        victim.append(str(objs[0]["custom_id"]))
+        return b"".join([damage(objs[0]) + b"\n", jsonl(objs[1:])])
 
-    stack.mangler.add(Rule("results", transform=spoil, times=1000))
-    all_succeed(stack, billed_once=False)
+    stack.mangler.add(Rule("results", transform=spoil))
+    ids = stack.submit(4)
+    results = {split_request_id(r.id)[1]: r for r in stack.results(ids)}
+    bad = results.pop(victim[0])
+    assert bad.status == "errored" and bad.error is not None
+    assert bad.error["type"] == "unreadable_result"
+    assert bad.result["batchd_damaged_line"] is True
+    assert victim[0] in bad.result["raw_line"]
+    assert bad.attempts == 1
+    assert {r.status for r in results.values()} == {"succeeded"}
+    assert stack.audit()["billed"] == 4
+    stack.assert_unharmed()
+
+
+def test_results_line_with_invalid_utf8_is_recovered(stack: Stack) -> None:
+    """A succeeded line with a byte that is not UTF-8: recovered, flagged, not sent again."""
+    victim: list[str] = []
+
+    def spoil(data: bytes) -> bytes:
+        objs = lines(data)
+        victim.append(str(objs[0]["custom_id"]))
+        first = orjson.dumps(objs[0])
+        assert b'"text":"' in first
+        return first.replace(b'"text":"', b'"text":"\xff', 1) + b"\n" + jsonl(objs[1:])
+
+    stack.mangler.add(Rule("results", transform=spoil))
+    ids = stack.submit(4)
+    results = {split_request_id(r.id)[1]: r for r in stack.results(ids)}
+    repaired = results.pop(victim[0])
+    assert repaired.status == "succeeded"
+    assert repaired.result["batchd_damaged_line"] is True
+    assert repaired.text is not None and repaired.text.startswith("\ufffd")
+    assert repaired.attempts == 1
+    assert {r.status for r in results.values()} == {"succeeded"}
+    assert stack.audit()["billed"] == 4
+    stack.assert_unharmed()
 
 
 def test_results_200_with_a_garbage_body(stack: Stack) -> None:
@@ -242,14 +306,22 @@ def test_results_200_with_a_garbage_body(stack: Stack) -> None:
 
 
 def test_results_gone(stack: Stack) -> None:
-    """Results that answer 404: the requests end errored (their batch may have been billed)."""
-    body = orjson.dumps({"type": "error", "error": {"type": "not_found_error",
-                                                    "message": "gone"}})  # fmt: skip
-    stack.mangler.add(Rule("results", Answer(status=404, body=body)))
+    """Results answering 404 with the batch absent from the list: requests end errored, once."""
+    stack.mangler.add(Rule("results", not_found("gone"), times=1000))
+    stack.mangler.add(Rule("list", EMPTY_LIST, times=1000))
     ids = stack.submit(3)
     results = stack.results(ids)
     assert {r.status for r in results} == {"errored"}
+    assert {r.attempts for r in results} == {1}
+    assert "batch results are gone" in stack.daemon.log_text()
     stack.assert_unharmed()
+
+
+def test_results_404_while_the_list_shows_the_batch_is_transient(stack: Stack) -> None:
+    """Results answered 404 once while the list shows the batch: fetched again, all succeed."""
+    stack.mangler.add(Rule("results", not_found("gone")))
+    all_succeed(stack)
+    assert "results answered 404 but the list shows the batch" in stack.daemon.log_text()
 
 
 def test_two_unanswered_creates_of_one_size_are_never_confused(stack: Stack) -> None:

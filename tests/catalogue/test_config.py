@@ -67,6 +67,35 @@ ENV_CASES: dict[str, tuple[dict[str, str], str]] = {
     "webhook concurrency zero": ({"BATCHD_WEBHOOKS__CONCURRENCY": "0"}, "webhooks.concurrency"),
     "zero priorities": ({"BATCHD_SUBMIT__PRIORITIES": "0"}, "submit.priorities"),
     "http port out of range": ({"BATCHD_HTTP__PORT": "70000"}, "http.port"),
+    "claim chunk over the most one Redis call takes": (
+        {"BATCHD_BATCH__CLAIM_CHUNK": "501"},
+        "batch.claim_chunk",
+    ),
+    "idempotency keys kept for no time": (
+        {"BATCHD_SUBMIT__IDEMPOTENCY_TTL": "0"},
+        "submit.idempotency_ttl",
+    ),
+    "negative not_found_grace": ({"BATCHD_POLL__NOT_FOUND_GRACE": "-1"}, "poll.not_found_grace"),
+    "zero drop_in_max_wait": (
+        {"BATCHD_INGRESS__DROP_IN_MAX_WAIT": "0"},
+        "ingress.drop_in_max_wait",
+    ),
+    "zero max_clock_skew": ({"BATCHD_RUN__MAX_CLOCK_SKEW": "0"}, "run.max_clock_skew"),
+    "negative wait_replicas": ({"BATCHD_REDIS__WAIT_REPLICAS": "-1"}, "redis.wait_replicas"),
+    "zero wait_timeout": ({"BATCHD_REDIS__WAIT_TIMEOUT": "0"}, "redis.wait_timeout"),
+    "rq_url of the wrong scheme": (
+        {"BATCHD_REDIS__RQ_URL": "http://localhost:6379"},
+        "redis.rq_url",
+    ),
+    "rq_url a cluster": (
+        {"BATCHD_REDIS__RQ_URL": "redis+cluster://127.0.0.1:7000"},
+        "redis.rq_url",
+    ),
+    "cluster redis_url without rq_url": (
+        {"BATCHD_REDIS_URL": "redis+cluster://127.0.0.1:7000"},
+        "redis.rq_url",
+    ),
+    "known_betas not a list": ({"BATCHD_API__KNOWN_BETAS": "files-api"}, "api"),
 }
 
 # name: (TOML text, the field named)

@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-import redis
 
+from batchd import Client, Settings
 from batchd.cli import main
+from batchd.store import counters as counter_store
 
 PARAMS = {
     "model": "claude-sonnet-4-5",
@@ -70,8 +71,13 @@ ACCEPTED: dict[str, bytes] = {
 }
 
 
-def submitted(r: redis.Redis) -> int:
-    return int(r.hget("batchd:counters", "submitted") or 0)
+def submitted(redis_url: str) -> int:
+    """Requests the default account has stored, by its own counter."""
+    with Client(settings=Settings.load(redis_url=redis_url)) as client:
+        account = client.settings.default_account
+        return client.store.read(counter_store.read(client.keys, [account]))[account].get(
+            "submitted", 0
+        )
 
 
 def run_submit(path: Path, redis_url: str) -> int:
@@ -90,7 +96,6 @@ def test_bad_file_is_refused_whole_naming_the_line(
     case: str,
     tmp_path: Path,
     redis_url: str,
-    redis_client: redis.Redis,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Exit 2, the bad line named in plain words, no traceback, nothing submitted."""
@@ -102,7 +107,7 @@ def test_bad_file_is_refused_whole_naming_the_line(
     for word in words:
         assert word in err, err
     assert "Traceback" not in err
-    assert submitted(redis_client) == 0
+    assert submitted(redis_url) == 0
 
 
 @pytest.mark.usefixtures("settings_env")
@@ -111,7 +116,6 @@ def test_harmless_oddities_are_accepted(
     case: str,
     tmp_path: Path,
     redis_url: str,
-    redis_client: redis.Redis,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A BOM, blank lines, CRLF and a missing final newline change nothing: both lines go in."""
@@ -120,7 +124,7 @@ def test_harmless_oddities_are_accepted(
     assert run_submit(path, redis_url) == 0, capsys.readouterr().err
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert sorted(o["custom_id"] for o in out) == ["good-1", "good-2"]
-    assert submitted(redis_client) == 2
+    assert submitted(redis_url) == 2
 
 
 def test_missing_file_is_a_clear_error(

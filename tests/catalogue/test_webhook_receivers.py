@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from batchd.keys import split_request_id
-from batchd.store import text
+from batchd.store import split_request_id
+from batchd.webhooks.outbox import read_delivery
 from tests.catalogue.conftest import Stack
 from tests.support.daemon import wait_for
 from tests.support.redis import free_port
@@ -100,10 +100,10 @@ def receivers() -> Iterator[Receivers]:
         r.stop()
 
 
-def delivery(stack: Stack, rid: str) -> dict[str, str]:
-    account, token = split_request_id(rid)
-    raw = stack.client.redis.hgetall(stack.client.keys.delivery(account, token))
-    return {text(k): text(v) for k, v in raw.items() if k != b"body"}
+def delivery_state(stack: Stack, rid: str) -> tuple[str, str]:
+    """The request's webhook delivery: its state and last error ('' before the first)."""
+    record = read_delivery(stack.store, *split_request_id(rid))
+    return (record.state, record.last_error) if record is not None else ("", "")
 
 
 # path: (final state of its delivery, words its last_error holds)
@@ -138,9 +138,8 @@ def test_misbehaving_receiver_gets_a_clear_outcome(
     assert time.monotonic() - started < 5
     for _, body, headers in receivers.ok[before:]:
         Webhook(SECRET).verify(body, headers)
-    record = wait_for(lambda: (d := delivery(stack, bad)).get("state") == state and d, 20,
-                      f"the delivery to end {state}")  # fmt: skip
-    assert isinstance(record, dict) and words in record.get("last_error", "")
+    wait_for(lambda: delivery_state(stack, bad)[0] == state, 20, f"the delivery to end {state}")
+    assert words in delivery_state(stack, bad)[1]
     if path == "/redirect":
         assert receivers.hits.get("/redirected", 0) == 0
     stack.assert_unharmed()

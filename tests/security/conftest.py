@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from batchd import Client, Result, Settings
-from tests.support.daemon import DaemonProcess, daemon_env, wait_for
+from tests.support.daemon import DaemonProcess, daemon_env
 from tests.support.emulator import EmulatorProcess
 from tests.support.redis import RedisServer, redis_server_binary
 from tests.webhooks.support import SECRET as WEBHOOK_SECRET
@@ -133,10 +133,12 @@ def run_pipeline(
             print(daemon.log_text()[-5000:])
             raise
         webhooks = receiver.wait_for(n // 2, timeout=30)
-        replies = []
-        for r in client.replies("secure", timeout=1):
-            replies.append(r)
-        wait_for(lambda: len(replies) >= (n + 1) // 2, 1, "replies")
+        replies: list[Result] = []
+        with client.replies("secure", timeout=10) as stream:
+            for reply in stream:
+                replies.append(reply)
+                if len(replies) == (n + 1) // 2:
+                    break
         yield Outcome(results, replies, webhooks, daemon, client)
     finally:
         client.close()

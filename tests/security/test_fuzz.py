@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchd import Settings
-from batchd.api.jsonl import LineDecoder, iter_lines, parse_result_line
+from batchd.api.jsonl import CUSTOM_ID, LineDecoder, iter_lines, parse_result_line, read_result_line
 from batchd.errors import APIResponseError, ResultsStreamError, SubmitError
+from batchd.store.records import LaneId
 from batchd.validate import prepare
 from tests.api.helpers import Script, jsonl_response, make_client
 
@@ -88,23 +89,40 @@ def test_parse_fails_only_with_the_documented_error(data: bytes, points: list[in
 
 
 @FUZZ
-@given(LINES, st.lists(st.integers(0, 10_000), max_size=6), st.booleans())
+@given(st.binary(max_size=400) | LINES.map(b"".join))
+def test_recovering_read_fails_only_for_a_line_without_a_custom_id(line: bytes) -> None:
+    """Arbitrary bytes read as fan-out does: a line, a damaged line, or an error naming it."""
+    try:
+        parsed = read_result_line(line, 7)
+    except APIResponseError as exc:
+        assert "line 7" in str(exc)
+    else:
+        assert CUSTOM_ID.fullmatch(parsed.custom_id) or not parsed.damaged
+        assert parsed.damaged or isinstance(parsed.result, dict)
+        assert parsed.result is None or isinstance(parsed.result, dict)
+
+
+@FUZZ
+@given(LINES, st.lists(st.integers(0, 10_000), max_size=6), st.booleans(), st.booleans())
 def test_results_stream_fails_only_with_documented_errors(
-    lines: list[bytes], points: list[int], report: bool
+    lines: list[bytes], points: list[int], report: bool, recover: bool
 ) -> None:
-    """The client's results iterator over arbitrary bodies: lines, or APIResponseError /
-    ResultsStreamError; with on_bad_line, never an error for a bad line at all."""
+    """The results iterator over arbitrary bodies yields lines or raises documented errors."""
     data = b"\n".join(lines) + b"\n"
     response, _ = jsonl_response(cut(data, points))
     bad: list[int] = []
     with make_client(Script(response)) as client:
         try:
             hook = (lambda n, e: bad.append(n)) if report else None
-            got = list(client.results("msgbatch_fuzz", resume=False, on_bad_line=hook))
+            stream = client.results("msgbatch_fuzz", resume=False, on_bad_line=hook,
+                                    recover=recover)  # fmt: skip
+            got = list(stream)
         except (APIResponseError, ResultsStreamError, httpx.HTTPError) as exc:
             assert not report or isinstance(exc, ResultsStreamError | httpx.HTTPError)
         else:
-            assert all(isinstance(r.result, dict) for r in got)
+            for r in got:
+                assert isinstance(r.result, dict) or (recover and r.damaged)
+                assert recover or not r.damaged
 
 
 # -- the submit validator ------------------------------------------------------------------------
@@ -164,16 +182,24 @@ def plain_json(value: Any) -> bool:
     callback_url=st.none() | VALUES | st.text(max_size=60).map(lambda t: "https://" + t),
     priority=VALUES | st.integers(-3, 12),
     account=st.none() | VALUES,
-)
+    tag=st.none() | VALUES | st.from_regex(r"[A-Za-z0-9_.:/@-]{1,70}", fullmatch=True),
+    betas=st.none() | VALUES | st.lists(st.sampled_from([*SETTINGS.api.known_betas, "x y",
+                                                         "Nope", "", "a" * 70]), max_size=3),
+    deadline_ms=st.none() | VALUES,
+    interactive=st.booleans(),
+)  # fmt: skip
 def test_validator_fails_only_with_submit_errors(**submit: Any) -> None:
-    """Any submit is either refused with a SubmitError naming a field, or prepared into JSON
-    that decodes back to what was given."""
+    """Any submit is refused naming a field, or prepared into JSON that reads back, in its lane."""
     params = submit.pop("params")
     try:
         prepared = prepare(SETTINGS, params, **submit)
     except SubmitError as exc:
         assert exc.field, str(exc)
         return
+    lane = LaneId.parse(prepared.lane.id)
+    assert lane is not None and lane.priority == submit["priority"]
+    assert lane.interactive == submit["interactive"]
+    assert set(prepared.lane.betas) <= set(SETTINGS.api.known_betas)
     assert json.loads(prepared.params) == json.loads(json.dumps(params, default=dict))
     if plain_json(params):
         assert json.loads(prepared.params) == params

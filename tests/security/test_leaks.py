@@ -31,7 +31,9 @@ def test_no_secret_in_logs_redis_results_or_webhooks(
     mangler = Mangler(emulator.url)
     mangler.start()
     echo = f"<html><body>502 Bad Gateway<pre>x-api-key: {api_key}</pre></body></html>"
-    mangler.add(Rule("create", Answer(status=502, body=echo.encode(), content_type="text/html")))
+    echoing = mangler.add(
+        Rule("create", Answer(status=502, body=echo.encode(), content_type="text/html"))
+    )
     server = AuthRedis(tmp_path / "redis", f"redis://:{PASSWORD}@127.0.0.1:{{port}}/0",
                        ["--requirepass", PASSWORD])  # fmt: skip
     server.start()
@@ -39,7 +41,7 @@ def test_no_secret_in_logs_redis_results_or_webhooks(
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=server.port).ping()
         for outcome in run_pipeline(tmp_path, server.url, emulator, receiver, api_url=mangler.url):
-            assert mangler.rules[0].used == 1, "the echoing proxy was never met"
+            assert echoing.hits == 1, "the echoing proxy was never met"
             assert sorted(r.status for r in outcome.results) == ["errored"] + ["succeeded"] * 5
             secrets = {"API key": api_key, "webhook secret": WEBHOOK_SECRET,
                        "Redis password": PASSWORD}  # fmt: skip
@@ -50,9 +52,10 @@ def test_no_secret_in_logs_redis_results_or_webhooks(
                 if secret in log:
                     found.append(f"daemon log holds the {name}")
             # The scan must be able to find what it looks for: plant one, see it, remove it.
-            outcome.client.redis.hset("batchd:control", "planted", f"x{api_key}x")
+            counters = outcome.client.keys.counters(outcome.client.settings.default_account)
+            outcome.client.redis.hset(counters, "planted", f"x{api_key}x")
             assert any(api_key.encode() in v for _, v in redis_values(outcome.client.redis))
-            outcome.client.redis.delete("batchd:control")
+            outcome.client.redis.hdel(counters, "planted")
             keys = 0
             for key, value in redis_values(outcome.client.redis):
                 keys += 1
