@@ -152,6 +152,12 @@ class PollSettings(_Section):
     max_interval: float = Field(60.0, gt=0)
     factor: float = Field(1.5, ge=1.0)
     jitter: float = Field(0.1, ge=0, le=1)
+    list_interval: float = Field(
+        3.0,
+        ge=0,
+        description="seconds between listings of an account's batches, which follow every "
+        "batch in flight in one call (0: poll each batch on its own)",
+    )
     not_found_grace: float = Field(
         900.0,
         ge=0,

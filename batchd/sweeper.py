@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from batchd.logs import get_logger
 from batchd.runtime import Runtime
-from batchd.stages import STAGE_OF_STATE
+from batchd.stages import STAGE_OF_STATE, poll
 from batchd.store import AssemblyState
 from batchd.store import assemblies as asm_store
 from batchd.store import replies as reply_store
@@ -29,6 +29,7 @@ _parked_at: dict[str, float] = {}
 
 def sweep(rt: Runtime, limit: int = 200) -> int:
     """One pass; returns how many stage jobs were queued."""
+    poll.list_accounts(rt)
     sent = 0
     now = rt.now_ms()
     recheck = now + int(rt.settings.run.stale_after * 1000)

@@ -7,6 +7,7 @@ needs is the one table below, which the sweeper reads too.
 
 from __future__ import annotations
 
+from batchd.errors import RedisUnavailableError
 from batchd.logs import get_logger
 from batchd.runtime import Runtime, current, lease
 from batchd.stages import fanout, poll, submit
@@ -31,7 +32,13 @@ def run_stage(stage: str, account: str, asm: str) -> str:
     """rq entry point: run the stage the assembly's state calls for (`stage` is what the
     queuer expected: a label for metrics)."""
     rt = current()
-    return run(rt, account, asm)
+    try:
+        return run(rt, account, asm)
+    except RedisUnavailableError as exc:
+        # Redis away (restarting, failing over): the assembly's due time brings the sweeper
+        # back to it once Redis answers, so this is no failure of the job.
+        log.warning("redis unavailable; the stage runs again later", stage=stage, error=str(exc))
+        return "redis unavailable"
 
 
 def run(rt: Runtime, account: str, asm: str) -> str:

@@ -30,6 +30,7 @@ from batchd.logs import get_logger
 from batchd.overlap import ReadAhead
 from batchd.runtime import Lease, Runtime, crash_point, jittered, lease
 from batchd.stages.ending import error_result, reject_and_unclaim, release_all
+from batchd.stages.poll import first_poll
 from batchd.store import AssemblyRecord
 from batchd.store import assemblies as asm_store
 from batchd.store import lanes as lane_store
@@ -280,13 +281,13 @@ def nudge_open_intent(rt: Runtime, account: str) -> None:
 
 def record(rt: Runtime, a: AssemblyRecord, batch: MessageBatch) -> str:
     """Record the batch id (and that it reached the replicas); then poll it."""
-    first_poll = int(rt.settings.poll.min_interval * 1000)
+    first_check = int(rt.settings.poll.min_interval * 1000)
     call = asm_store.record(
         rt.keys,
         a.account,
         a.id,
         batch.id,
-        first_poll_ms=first_poll,
+        first_poll_ms=first_check,
         retention_ms=int(rt.settings.retention * 1000),
         results_url=batch.results_url,
     )
@@ -314,5 +315,5 @@ def record(rt: Runtime, a: AssemblyRecord, batch: MessageBatch) -> str:
         )
         return "conflict"
     log.info("batch recorded", account=a.account, assembly=a.id, batch_id=batch.id)
-    rt.enqueue("poll", a.account, a.id, delay=jittered(rt.settings.poll.min_interval))
+    rt.enqueue("poll", a.account, a.id, delay=first_poll(rt))
     return "submitted"

@@ -146,6 +146,13 @@ def seal(keys: Keys, account: str, asm: str) -> Call[int]:
 # -- creating the batch exactly once -----------------------------------------------------------
 
 
+def take_list_turn(keys: Keys, account: str, interval_ms: int) -> Read[bool]:
+    """Whether this replica lists the account's batches now (at most one per interval)."""
+    return Read(
+        [("SET", keys.list_turn(account), 1, "NX", "PX", interval_ms)], lambda out: bool(out[0])
+    )
+
+
 def next_fence(keys: Keys, account: str) -> Read[int]:
     """A new fencing token for the account's create lock."""
     return Read([("INCR", keys.fence(account))], lambda out: int(out[0]))

@@ -187,6 +187,11 @@ class Keys:
         """Sorted set: assemblies that made a batch, scored by when (trimmed to retention)."""
         return f"{self.tag(account)}:batches"
 
+    def list_turn(self, account: str) -> str:
+        """String with TTL: present while one replica's listing of the account's batches is
+        recent, so replicas between them list once per interval."""
+        return f"{self.tag(account)}:listed"
+
     def create_lock(self, account: str) -> str:
         """String with TTL: the fencing token of whoever may create a batch now."""
         return f"{self.tag(account)}:createlock"

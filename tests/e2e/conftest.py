@@ -87,8 +87,27 @@ class Stack:
         return [orjson.loads(r)["id"] for r in raw]
 
 
+#: What a daemon's log holds only when code raised where nothing expected it to.
+UNEXPECTED = ("Traceback (most recent call last)", "loop step failed")
+
+
+def unexpected_errors(daemons: list[DaemonProcess]) -> list[str]:
+    """Lines of the daemons' logs showing an exception no code path handled."""
+    found: list[str] = []
+    for d in daemons:
+        for line in d.log_text().splitlines():
+            if any(mark in line for mark in UNEXPECTED):
+                found.append(line[:300])
+    return found
+
+
 @pytest.fixture
-def stack(tmp_path: Path, redis_server: RedisServer, emulator: EmulatorProcess) -> Iterator[Stack]:
+def stack(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    emulator: EmulatorProcess,
+    request: pytest.FixtureRequest,
+) -> Iterator[Stack]:
     client = Client(settings=Settings.load(redis_url=redis_server.url))
     s = Stack(tmp_path, redis_server, emulator, client)
     try:
@@ -97,6 +116,10 @@ def stack(tmp_path: Path, redis_server: RedisServer, emulator: EmulatorProcess) 
         for d in s.daemons:
             d.kill()
         client.close()
+    # A daemon that recovered from its own bug still has the bug: no test passes over one.
+    if "tolerates_tracebacks" not in request.keywords:
+        errors = unexpected_errors(s.daemons)
+        assert not errors, "a daemon raised where nothing expected it:\n" + "\n".join(errors)
 
 
 SubmitFn = Callable[..., list[str]]
