@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 N      ?= 1000
 
-.PHONY: demo test lint fmt bench chaos soak clean k8s-config
+.PHONY: demo test lint fmt bench chaos soak clean k8s-config ts-sdk
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The official TypeScript SDK that tests/sdk drives with node, exactly as package-lock.json pins it.
+ts-sdk:
+	npm ci --prefix tests/sdk/ts --no-audit --no-fund
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchd tests bench
@@ -43,4 +47,4 @@ k8s-config: $(STAMP)
 	$(BIN)/python deploy/k8s/render_config.py > deploy/k8s/batchd.toml
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache batchd-data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache batchd-data tests/sdk/ts/node_modules

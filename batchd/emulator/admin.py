@@ -1,4 +1,5 @@
-"""The emulator's own endpoints under `/_emulator/`: profile, clock, audit, health, reset.
+"""The emulator's own endpoints under `/_emulator/`: profile, clock, audit, batches, health,
+reset.
 
 They need no key and never fail on purpose: tests and chaos checkers steer and read through them.
 """
@@ -49,6 +50,10 @@ async def set_profile(request: web.Request) -> web.StreamResponse:
 
 async def get_audit(request: web.Request) -> web.StreamResponse:
     return json_response(request.app[EMULATOR].audit())
+
+
+async def get_batches(request: web.Request) -> web.StreamResponse:
+    return json_response(request.app[EMULATOR].batches())
 
 
 def _clock_json(emulator: Emulator) -> dict[str, Any]:
@@ -120,6 +125,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post(admin + "/profile", set_profile)
     router.add_patch(admin + "/profile", set_profile)
     router.add_get(admin + "/audit", get_audit, allow_head=False)
+    router.add_get(admin + "/batches", get_batches, allow_head=False)
     router.add_get(admin + "/clock", get_clock, allow_head=False)
     router.add_post(admin + "/clock", set_clock)
     router.add_post(admin + "/advance", advance_clock)

@@ -20,6 +20,7 @@ from batchd.emulator.config import (
     OPAQUE_RESULTS_PATH,
 )
 from batchd.emulator.endpoint import (
+    BETAS,
     BODY,
     EMULATOR,
     ERROR_TYPES,
@@ -68,7 +69,7 @@ async def create_batch(
         raise ApiFailure(400, "invalid_request_error", str(exc)) from None
     # Only the compact records stay; the body and its parsed tree go now.
     del parse, body
-    batch = emulator.create(workspace, parsed)
+    batch = emulator.create(workspace, parsed, betas=request[BETAS])
     _log.info(
         "batch_created",
         batch_id=batch.id,

@@ -118,8 +118,11 @@ class Batch:
         expiry: float,
         retention: float,
         cache: PromptCache | None = None,
+        betas: tuple[str, ...] = (),
     ) -> None:
         self.id = batch_id
+        # The `anthropic-beta` names the batch was created with (the admin readout shows them).
+        self.betas = betas
         self.sequence = sequence
         self.created = created
         # Real (monotonic) time of creation: list lag and transient 404s run on real time.
@@ -481,7 +484,9 @@ class Emulator:
     def now(self) -> float:
         return self.clock.now()
 
-    def create(self, workspace: Workspace, parsed: ParsedBatch) -> Batch:
+    def create(
+        self, workspace: Workspace, parsed: ParsedBatch, betas: tuple[str, ...] = ()
+    ) -> Batch:
         now = self.now()
         cap = self.limits.processing_cap
         if cap is not None:
@@ -508,6 +513,7 @@ class Emulator:
             expiry=self.config.expiry_seconds,
             retention=self.config.retention_seconds,
             cache=workspace.cache,
+            betas=betas,
         )
         workspace.record(batch, now)
         workspace.batches[batch.id] = batch
@@ -590,6 +596,23 @@ class Emulator:
         raise ApiFailure(
             400, "invalid_request_error", f"{name}: no message batch {batch_id} in this workspace"
         )
+
+    def batches(self) -> dict[str, Any]:
+        """Every batch each workspace holds, oldest first: its id, size and the betas it was
+        created with (what a test checks batchd's lanes against)."""
+        return {
+            "workspaces": [
+                {
+                    "workspace_id": ws.id,
+                    "key_hint": ws.key_hint,
+                    "batches": [
+                        {"id": b.id, "requests": b.size, "betas": list(b.betas)}
+                        for b in ws.batches.values()
+                    ],
+                }
+                for ws in self.workspaces.values()
+            ]
+        }
 
     def audit(self) -> dict[str, Any]:
         now = self.now()

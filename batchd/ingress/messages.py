@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from batchd.ingress.errors import TYPE_STATUS, IngressError
 from batchd.ingress.limits import read_body, retry_headers
 from batchd.results import Result
 from batchd.store import requests as req_store
+from batchd.validate import check_betas
 
 #: Optional header naming the account a drop-in call runs under (else the token's first).
 ACCOUNT_HEADER = "batchd-account"
@@ -43,6 +45,8 @@ BATCHD_ID_HEADER = "batchd-request-id"
 RETRY_COUNT_HEADER = "x-stainless-retry-count"
 #: Sent by the official SDKs: the client's own timeout for this attempt, in seconds.
 TIMEOUT_HEADER = "x-stainless-timeout"
+#: Sent by the official Python SDK: its read timeout for this attempt, in seconds.
+READ_TIMEOUT_HEADER = "x-stainless-read-timeout"
 BETA_HEADER = "anthropic-beta"
 #: Anthropic SDKs honour it: an answer whose retry could not turn out differently says so.
 NO_RETRY = {"x-should-retry": "false"}
@@ -114,19 +118,39 @@ def _betas(request: web.Request) -> list[str] | None:
     return names or None
 
 
+def _passed_betas(request: web.Request) -> list[str] | None:
+    """The betas of a call passed through, refused as the drop-in refuses them: a name batchd
+    does not know (api.known_betas) gets the API's own message."""
+    try:
+        found = check_betas(_betas(request), ingress(request).settings)
+    except SubmitError as exc:
+        raise IngressError(400, str(exc), headers=NO_RETRY) from None
+    return list(found) or None
+
+
 def _retry_count(request: web.Request) -> int:
     raw = request.headers.get(RETRY_COUNT_HEADER, "0")
     return int(raw) if raw.isdigit() else 0
 
 
+def _sdk_timeout(request: web.Request) -> float | None:
+    """The seconds the SDK waits for this answer, if it says. The Python SDK's own
+    `x-stainless-timeout` reads NOT_GIVEN when the timeout is set on the client rather than on
+    the call; its `x-stainless-read-timeout` always holds the timeout in force."""
+    for name in (READ_TIMEOUT_HEADER, TIMEOUT_HEADER):
+        try:
+            value = float(request.headers.get(name, ""))
+        except ValueError:
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return None
+
+
 def _hold(request: web.Request, most: float) -> float:
     """How long to hold this attempt: the configured most, or less than the SDK waits."""
-    raw = request.headers.get(TIMEOUT_HEADER)
-    try:
-        sdk = float(raw) if raw is not None else None
-    except ValueError:
-        sdk = None
-    if sdk is None or sdk <= 0:
+    sdk = _sdk_timeout(request)
+    if sdk is None:
         return most
     return max(1.0, min(most, sdk - TIMEOUT_MARGIN))
 
@@ -164,32 +188,40 @@ async def create_message(request: web.Request) -> web.Response:
             rid = await store.read(req_store.find_attempt(keys, account, principal.name, digest))
         if rid is None:
             item = SubmitItem(body, key=key, account=account, betas=betas)
-            try:
+            remember = key is None
+            ttl_ms = int(cfg.drop_in_reattach * 1000)
+
+            async def queue() -> str:
                 ticket = await ctx.coalescer.submit(item, interactive=True)
+                if remember:
+                    await store.read(
+                        req_store.remember_attempt(
+                            keys, account, principal.name, digest, ticket.id, ttl_ms
+                        )
+                    )
+                return ticket.id
+
+            try:
+                # Shielded: a client that hangs up mid-way (its timeout) must not leave a
+                # request queued but not remembered, or its retry would queue another.
+                rid = await asyncio.shield(queue())
             except SubmitError as exc:
                 err = submit_error(exc)
                 raise IngressError(
                     err.status, _api_message(exc), headers=err.headers | NO_RETRY
                 ) from None
-            rid = ticket.id
-            if key is None:
-                await store.read(
-                    req_store.remember_attempt(
-                        keys,
-                        account,
-                        principal.name,
-                        digest,
-                        rid,
-                        int(cfg.drop_in_reattach * 1000),
-                    )
-                )
         headers = {BATCHD_ID_HEADER: rid}
         result = await ctx.wait_result(rid, hold)
     if result is None:
         why = (
             "batchd is shutting down"
             if ctx.stopping.is_set()
-            else f"it has no result after {hold:g} s (ingress.drop_in_max_hold)"
+            else f"it has no result after {hold:g} s ("
+            + (
+                "ingress.drop_in_max_hold)"
+                if hold >= cfg.drop_in_max_hold
+                else "held short of the client's own timeout)"
+            )
         )
         raise IngressError(
             503,
@@ -214,6 +246,13 @@ def _account(request: web.Request) -> str:
     principal = request[PRINCIPAL]
     account = request.headers.get(ACCOUNT_HEADER, principal.default_account)
     principal.check(account)
+    if account not in ctx.settings.accounts:
+        known = ", ".join(sorted(ctx.settings.accounts))
+        raise IngressError(
+            400,
+            f"{ACCOUNT_HEADER}: account {account!r} is not configured (known: {known})",
+            headers=NO_RETRY,
+        )
     if ctx.settings.api_key(account) is None:
         raise IngressError(
             500,
@@ -224,15 +263,14 @@ def _account(request: web.Request) -> str:
     return account
 
 
-async def _call(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -> web.Response:
-    ctx = ingress(request)
+async def _call(fn: Any, *args: Any, **kwargs: Any) -> web.Response:
+    """Run one pass-through call of the (blocking) API client off the event loop."""
     try:
         answer = await asyncio.to_thread(fn, *args, **kwargs)
     except APIError as exc:
         raise IngressError(
             502, f"the API could not be reached: {exc}", headers=retry_headers(1)
         ) from None
-    del ctx
     return _passed(answer)
 
 
@@ -244,7 +282,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     account = _account(request)
     raw = await read_body(request, cfg.max_body_bytes, cfg.body_timeout)
     api = ctx.api(account)
-    return await _call(request, api.count_tokens, raw, betas=_betas(request))
+    return await _call(api.count_tokens, raw, betas=_passed_betas(request))
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -254,7 +292,7 @@ async def list_models(request: web.Request) -> web.Response:
     account = _account(request)
     query = {k: v for k, v in request.query.items() if k != "beta"}
     api = ctx.api(account)
-    return await _call(request, api.list_models, query=query or None, betas=_betas(request))
+    return await _call(api.list_models, query=query or None, betas=_passed_betas(request))
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
@@ -264,4 +302,4 @@ async def retrieve_model(request: web.Request) -> web.Response:
     account = _account(request)
     api = ctx.api(account)
     model = request.match_info["id"]
-    return await _call(request, api.retrieve_model, model, betas=_betas(request))
+    return await _call(api.retrieve_model, model, betas=_passed_betas(request))

@@ -14,6 +14,7 @@ from batchd.results import LIVE_STATES, TERMINAL_STATUSES
 from batchd.settings import ACCOUNT_NAME, Settings
 
 _REPLY_TO_PATTERN = r"^[A-Za-z0-9_.:/@-]+$"
+_TAG_PATTERN = r"^[A-Za-z0-9_.:/@-]{1,64}$"
 # http(s), any case, and no spaces or control characters (the shape `check_callback_url` wants).
 _CALLBACK_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\u0000-\u0020\u007f]+$"
 _ERROR_STATUSES = {
@@ -22,10 +23,16 @@ _ERROR_STATUSES = {
     "403": "The token may not use that account.",
     "404": "No such request, batch or route.",
     "408": "The request body did not arrive in time (ingress.body_timeout).",
-    "409": "The request can no longer be canceled.",
+    "409": "The request can no longer be canceled; or an idempotency key (the Idempotency-Key "
+    "header or `key`) was used before with another body: the message names the key, the first "
+    "request and what differs. Answered with `x-should-retry: false`.",
     "413": "The body is over ingress.max_body_bytes, or the request cannot fit in a batch.",
     "429": "Rate limit (ingress.rate_limit) or held connections (ingress.max_held) exceeded.",
-    "503": "batchd's Redis is unavailable.",
+    "503": "batchd's Redis is unavailable. On the drop-in also: the call was held "
+    "ingress.drop_in_max_hold seconds (or less than the SDK's `x-stainless-timeout`) without a "
+    "result, or batchd is stopping; the request stays queued and the message names its id. "
+    "Retry after `Retry-After`: the same call (an SDK's own retry, or the same Idempotency-Key) "
+    "waits for that request instead of queuing another.",
 }
 
 
@@ -48,6 +55,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
 
 def _schemas(settings: Settings) -> dict[str, Any]:
     sub = settings.submit
+    known_betas = sorted(set(settings.api.known_betas))
     accounts = sorted(settings.accounts)
     nullable_str = {"type": ["string", "null"]}
     params = {
@@ -141,6 +149,17 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "description": f"returned unchanged; at most {sub.max_metadata_bytes} "
                     "bytes as JSON",
                 },
+                "tag": {
+                    "type": ["string", "null"],
+                    "pattern": _TAG_PATTERN,
+                    "description": "groups the request in the cost ledger",
+                },
+                "betas": {
+                    "type": ["array", "null"],
+                    "items": {"type": "string", "enum": known_betas},
+                    "description": "`anthropic-beta` values the request's batch is created with "
+                    "(api.known_betas); requests with different betas never share a batch",
+                },
             },
         },
         "SubmitResponse": {
@@ -220,6 +239,43 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "usage": {"type": "object"},
             },
         },
+        "CountTokensParams": {
+            "type": "object",
+            "description": "A token-counting request body (MessageCountTokensParams), passed "
+            "through to the API unchanged.",
+            "required": ["model", "messages"],
+            "properties": {
+                "model": {"type": "string", "minLength": 1},
+                "messages": {"type": "array"},
+            },
+            "additionalProperties": True,
+        },
+        "TokenCount": {
+            "type": "object",
+            "required": ["input_tokens"],
+            "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+        },
+        "ModelInfo": {
+            "type": "object",
+            "description": "The API's ModelInfo, as the API answered it.",
+            "required": ["type", "id", "display_name", "created_at"],
+            "properties": {
+                "type": {"const": "model"},
+                "id": {"type": "string"},
+                "display_name": {"type": "string"},
+                "created_at": {"type": "string"},
+            },
+        },
+        "ModelList": {
+            "type": "object",
+            "required": ["data", "has_more", "first_id", "last_id"],
+            "properties": {
+                "data": {"type": "array", "items": _ref("ModelInfo")},
+                "has_more": {"type": "boolean"},
+                "first_id": nullable_str,
+                "last_id": nullable_str,
+            },
+        },
         "Error": {
             "type": "object",
             "description": "The one error shape (the Anthropic API's).",
@@ -237,16 +293,37 @@ def build(settings: Settings) -> dict[str, Any]:
     """The OpenAPI document for these settings."""
     cfg = settings.ingress
     secured = bool(cfg.tokens)
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}] if secured else []
-    drop_in_security: list[dict[str, list[str]]] = (
-        [{"bearer": []}, {"apiKey": []}] if secured else []
-    )
+    # Either header carries the token, on every route.
+    token: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}] if secured else []
     request_id = {
         "name": "id",
         "in": "path",
         "required": True,
         "schema": {"type": "string"},
         "description": "batchd's request id, `<account>.<token>`",
+    }
+    betas_header = {
+        "name": "anthropic-beta",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "comma-separated beta names, as the API takes them: the request's batch "
+        "is created with them (a batch of its own betas); a name not in api.known_betas is "
+        "refused with the API's own message",
+    }
+    sdk_beta_query = {
+        "name": "beta",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "sent by SDKs' beta surface; changes nothing",
+    }
+    account_header = {
+        "name": "batchd-account",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": ACCOUNT_NAME.pattern},
+        "description": "the account the call runs under (default: the token's first)",
     }
     idem = {
         "name": "Idempotency-Key",
@@ -256,18 +333,29 @@ def build(settings: Settings) -> dict[str, Any]:
     }
     responses = {
         f"Error{status}": _json(_ref("Error"), text)
-        | ({"headers": _retry_headers()} if status == "429" else {})
+        | ({"headers": _retry_headers()} if status in ("429", "503") else {})
         for status, text in _ERROR_STATUSES.items()
     }
     responses["Error504"] = _json(
         _ref("Error"),
-        "The drop-in call was held ingress.drop_in_max_hold seconds without a result (or batchd "
-        "is stopping): the message names the request id to fetch later. Also the API's "
-        "timeout_error result.",
+        "The request expired in its batch before it was processed (and retry.retry_expired is "
+        "off), or the API's timeout_error result. Final: `x-should-retry: false`.",
     )
     for status, text in (("402", "billing_error"), ("500", "api_error"),
                          ("529", "overloaded_error")):  # fmt: skip
-        responses[f"Error{status}"] = _json(_ref("Error"), f"The batch result was {text}.")
+        responses[f"Error{status}"] = _json(
+            _ref("Error"),
+            f"The request ended with the API's {text} (after its attempts, if retryable), or "
+            "batchd could not answer it. Final: `x-should-retry: false`.",
+        )
+    responses["Error502"] = _json(
+        _ref("Error"),
+        "The API could not be reached for a passed-through call; retry after `Retry-After`.",
+    ) | {"headers": _retry_headers()}
+    # The routes passed through to the API answer whatever it answered, errors included.
+    passed_errors = {
+        **_errors("400", "401", "403", "404", "408", "413", "429", "500", "502", "503", "529")
+    }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -278,7 +366,7 @@ def build(settings: Settings) -> dict[str, Any]:
             f"Message Batches. Rate limit {cfg.rate_limit:g}/s per token (0 = none), bodies up "
             f"to {cfg.max_body_bytes} bytes.",
         },
-        "security": bearer,
+        "security": token,
         "paths": {
             "/v1/requests": {
                 "post": {
@@ -290,8 +378,10 @@ def build(settings: Settings) -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("SubmitRequest")}},
                     },
                     "responses": {
-                        "202": _json(_ref("SubmitResponse"), "Queued (or a repeated key)."),
-                        **_errors("400", "401", "403", "408", "413", "429", "503"),
+                        "202": _json(
+                            _ref("SubmitResponse"), "Queued (or a repeated key, same body)."
+                        ),
+                        **_errors("400", "401", "403", "408", "409", "413", "429", "503"),
                     },
                 }
             },
@@ -300,8 +390,9 @@ def build(settings: Settings) -> dict[str, Any]:
                     "operationId": "submitBulk",
                     "summary": "Queue many requests; one outcome per item, in order",
                     "description": "A JSON array, or JSONL with a JSONL content type. A bad item "
-                    "gets its error in its place and never stops the others. With an "
-                    "Idempotency-Key header, an item without a key gets `<header>#<index>`.",
+                    "gets its error in its place and never stops the others (`conflict_error` for "
+                    "a key used before with another body). With an Idempotency-Key header, an "
+                    "item without a key gets `<header>#<index>`.",
                     "parameters": [idem],
                     "requestBody": {
                         "required": True,
@@ -384,23 +475,33 @@ def build(settings: Settings) -> dict[str, Any]:
                     "operationId": "createMessage",
                     "summary": "Drop-in Messages API: answered through a batch",
                     "description": "The Messages API's own request and answers: the Message, or "
-                    "the error with the API's status and type. `stream: true` is refused. "
-                    "Optional headers: Idempotency-Key, batchd-account.",
-                    "security": drop_in_security,
+                    "the error with the API's status and type. `stream: true` is refused. A "
+                    "call is queued for a batch and held until its result. An SDK's retry "
+                    "(`x-stainless-retry-count` above 0) of a call with the same body, or a call "
+                    "with the same Idempotency-Key, waits for the request the first attempt "
+                    "queued instead of queuing another. Every final error says "
+                    "`x-should-retry: false`; a hold that runs out is a 503 with Retry-After.",
                     "parameters": [
                         idem,
+                        sdk_beta_query,
+                        betas_header,
+                        account_header,
                         {
-                            "name": "beta",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string"},
-                            "description": "sent by SDKs' beta surface; ignored",
-                        },
-                        {
-                            "name": "batchd-account",
+                            "name": "x-stainless-retry-count",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "pattern": ACCOUNT_NAME.pattern},
+                            "schema": {"type": "string"},
+                            "description": "sent by the official SDKs: above 0 on a retry, "
+                            "which re-attaches to the request its first attempt queued "
+                            f"(for ingress.drop_in_reattach = {cfg.drop_in_reattach:g} s)",
+                        },
+                        {
+                            "name": "x-stainless-timeout",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "sent by the official SDKs: their timeout in "
+                            "seconds; the hold ends early enough to answer 503 before it",
                         },
                     ],
                     "requestBody": {
@@ -409,8 +510,79 @@ def build(settings: Settings) -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(_ref("Message"), "The Message."),
-                        **_errors("400", "401", "402", "403", "404", "408", "413", "429"),
-                        **_errors("500", "503", "504", "529"),
+                        **_errors("400", "401", "402", "403", "404", "408", "409", "413"),
+                        **_errors("429", "500", "503", "504", "529"),
+                    },
+                }
+            },
+            "/v1/messages/count_tokens": {
+                "post": {
+                    "operationId": "countTokens",
+                    "summary": "Count a request's input tokens (passed through to the API)",
+                    "description": "Sent on to the API's `/v1/messages/count_tokens` with the "
+                    "account's API key; its answer, errors included, comes back as it was.",
+                    "parameters": [sdk_beta_query, betas_header, account_header],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("CountTokensParams")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("TokenCount"), "The API's count."),
+                        **passed_errors,
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "summary": "The models the account's key may use (passed through to the API)",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        {
+                            "name": "before_id",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "after_id",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                        sdk_beta_query,
+                        betas_header,
+                        account_header,
+                    ],
+                    "responses": {
+                        "200": _json(_ref("ModelList"), "One page of models, newest first."),
+                        **passed_errors,
+                    },
+                }
+            },
+            "/v1/models/{id}": {
+                "get": {
+                    "operationId": "retrieveModel",
+                    "summary": "One model, by id or alias (passed through to the API)",
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        sdk_beta_query,
+                        betas_header,
+                        account_header,
+                    ],
+                    "responses": {
+                        "200": _json(_ref("ModelInfo"), "The model."),
+                        **passed_errors,
                     },
                 }
             },
@@ -438,12 +610,16 @@ def build(settings: Settings) -> dict[str, Any]:
                 }
             },
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "producer token"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "producer token (SDKs: auth_token / authToken)",
+                },
                 "apiKey": {
                     "type": "apiKey",
                     "in": "header",
                     "name": "x-api-key",
-                    "description": "producer token, as Anthropic SDKs send it (drop-in only)",
+                    "description": "producer token, as Anthropic SDKs send their api_key",
                 },
             },
         },
@@ -456,6 +632,10 @@ def _retry_headers() -> dict[str, Any]:
         "request-id": {"$ref": "#/components/headers/RequestId"},
         "Retry-After": {
             "description": "seconds to wait before trying again",
+            "schema": {"type": "string"},
+        },
+        "retry-after-ms": {
+            "description": "the same wait in milliseconds (read first by Anthropic SDKs)",
             "schema": {"type": "string"},
         },
     }

@@ -66,3 +66,20 @@ def test_beta_and_ga_see_the_same_batches(beta: httpx.Client, http: httpx.Client
     """A batch made in the beta form is visible to the GA endpoints and back."""
     batch_id = beta.post("/v1/messages/batches", json={"requests": batch_requests(1)}).json()["id"]
     assert http.get(f"/v1/messages/batches/{batch_id}").status_code == 200
+
+
+def test_each_batch_keeps_the_betas_it_was_created_with(emu: EmulatorProcess) -> None:
+    """The admin readout lists every batch with the anthropic-beta names of its create call."""
+    headers = api_headers(emu.api_key)
+    betas = "token-efficient-tools-2025-02-19,interleaved-thinking-2025-05-14"
+    with httpx.Client(base_url=emu.url, headers=headers) as http:
+        plain = http.post("/v1/messages/batches", json={"requests": batch_requests(1)}).json()
+        beta = http.post(
+            "/v1/messages/batches",
+            json={"requests": batch_requests(2)},
+            headers={"anthropic-beta": betas},
+        ).json()
+    assert emu.batches()[emu.api_key] == [
+        {"id": plain["id"], "requests": 1, "betas": []},
+        {"id": beta["id"], "requests": 2, "betas": betas.split(",")},
+    ]

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from batchd.ingress.auth import new_token, token_sha256
-from batchd.ingress.server import REDIS_CLIENT_NAME
+from batchd.store import Keys, Store, request_id
+from batchd.store import counters as counter_store
 from tests.support.daemon import DaemonProcess, daemon_env, wait_for
 from tests.support.emulator import EmulatorProcess
 from tests.support.redis import RedisServer, free_port
@@ -29,6 +30,10 @@ PARAMS: dict[str, Any] = {
     "max_tokens": 64,
     "messages": [{"role": "user", "content": "Say hello"}],
 }
+
+
+#: The accounts every ingress of these tests serves.
+ACCOUNTS = ("default", "other")
 
 
 def params(i: int = 0, **extra: Any) -> dict[str, Any]:
@@ -73,29 +78,47 @@ class Ingress:
         return redis.Redis.from_url(self.redis_url)
 
     def counter(self, name: str) -> int:
+        """A counter of this daemon, added up over its accounts (they are kept per account)."""
         client = self.redis()
         try:
-            return int(client.hget(f"{self.prefix}:counters", name) or 0)
+            store = Store(client, Keys(self.prefix))
+            per_account = store.read(counter_store.read(store.keys, ACCOUNTS))
         finally:
             client.close()
+        return counter_store.total(per_account).get(name, 0)
 
-    def held_in_redis(self) -> int:
-        """How many of this Redis's ingress connections are blocked waiting for a result."""
+    def waited(self) -> set[str]:
+        """Ids of the requests some held call has started waiting for (their waiter marks, which
+        outlive the wait by up to a minute)."""
+        keys = Keys(self.prefix)
         client = self.redis()
         try:
-            clients = client.client_list()
+            found = client.scan_iter(match=keys.waiter("*", "*"), count=1000)
+            marks = {k.decode() for k in found}
         finally:
             client.close()
-        return sum(
-            1 for c in clients if c.get("name") == REDIS_CLIENT_NAME and "b" in c.get("flags", "")
-        )
+        return {
+            request_id(account, token)
+            for account in ACCOUNTS
+            for token in _tokens(marks, keys.waiter(account, ""))
+        }
 
-    def wait_held(self, n: int) -> None:
-        """Until n ingress calls block in Redis on a request's done list."""
-        wait_for(lambda: self.held_in_redis() >= n, 10, f"{n} held calls blocked in Redis")
+    def wait_held(self, *rids: str, count: int = 0) -> None:
+        """Until a held call waits for each of `rids`, and for at least `count` requests."""
+        wanted = set(rids)
+
+        def held() -> bool:
+            now = self.waited()
+            return wanted <= now and len(now) >= count
+
+        wait_for(held, 10, f"held calls waiting for {sorted(wanted)} (at least {count})")
 
     def close(self) -> None:
         self.daemon.kill()
+
+
+def _tokens(keys: set[str], prefix: str) -> list[str]:
+    return [k[len(prefix) :] for k in keys if k.startswith(prefix)]
 
 
 def token_env(tokens: dict[str, list[str]]) -> tuple[dict[str, str], str]:

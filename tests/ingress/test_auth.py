@@ -26,7 +26,7 @@ from tests.support.redis import RedisServer
 def settings_with(tokens: dict[str, list[str]]) -> tuple[Settings, dict[str, str]]:
     made = {name: new_token() for name in tokens}
     table = [{"name": n, "sha256": token_sha256(made[n]), "accounts": a} for n, a in tokens.items()]
-    accounts = {"default": {}, "other": {}, "third": {}}
+    accounts: dict[str, dict[str, str]] = {"default": {}, "other": {}, "third": {}}
     return Settings(accounts=accounts, ingress={"tokens": table}), made
 
 
@@ -140,15 +140,28 @@ ROUTES = [
     ("GET", "/v1/batches"),
     ("GET", "/v1/batches/msgbatch_x"),
     ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/claude-sonnet-4-5"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_every_route_needs_a_token(held: Ingress, method: str, path: str) -> None:
-    """Without a token every route answers 401 authentication_error, asking for Bearer."""
+    """Without a token every route answers 401 authentication_error naming both headers."""
     response = held.http(token=None).request(method, path, json={"params": params()})
-    assert_error(response, 401, "authentication_error")
+    body = assert_error(response, 401, "authentication_error")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "Authorization: Bearer" in body["error"]["message"]
+    assert "x-api-key" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_x_api_key_is_a_token_on_every_route(held: Ingress, method: str, path: str) -> None:
+    """The token sent as x-api-key (as SDKs and curl users do) passes auth on every route."""
+    http = held.http(token=None, headers={"x-api-key": held.tokens["full"]})
+    response = http.request(method, path, json={"params": params()})
+    assert response.status_code not in (401, 403), response.text
 
 
 def test_wrong_token_is_401(held: Ingress) -> None:
@@ -157,10 +170,18 @@ def test_wrong_token_is_401(held: Ingress) -> None:
     assert_error(http.post("/v1/requests", json={"params": params()}), 401, "authentication_error")
 
 
-def test_x_api_key_is_not_a_token_on_the_ingress_routes(held: Ingress) -> None:
-    """x-api-key is accepted on /v1/messages only; /v1/requests wants Bearer."""
-    http = held.http(token=None, headers={"x-api-key": held.tokens["full"]})
-    assert_error(http.post("/v1/requests", json={"params": params()}), 401, "authentication_error")
+def test_x_api_key_submits_like_a_bearer_token(held: Ingress) -> None:
+    """POST /v1/requests with x-api-key queues under that token's account."""
+    http = held.http(token=None, headers={"x-api-key": held.tokens["other"]})
+    response = http.post("/v1/requests", json={"params": params()})
+    assert response.status_code == 202, response.text
+    assert response.json()["account"] == "other"
+
+
+def test_wrong_x_api_key_is_401(held: Ingress) -> None:
+    """An unknown token sent as x-api-key gets 401, as a wrong bearer token does."""
+    http = held.http(token=None, headers={"x-api-key": "bdt_not-a-real-token"})
+    assert_error(http.get("/v1/models"), 401, "authentication_error")
 
 
 def test_token_submits_to_its_first_account_by_default(held: Ingress) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 
 from tests.ingress.conftest import PARAMS as _PARAMS
@@ -145,22 +146,34 @@ def test_repeated_idempotency_key_waits_for_the_same_request(full: Ingress) -> N
     assert billed(full) == before + 1
 
 
-def test_hold_past_the_maximum_names_the_request_to_fetch(held: Ingress) -> None:
-    """Past drop_in_max_hold: 504 timeout_error, no SDK retry, the id and how to fetch it."""
+def test_hold_past_the_maximum_is_a_retryable_503_naming_the_request(held: Ingress) -> None:
+    """Past drop_in_max_hold: 503 with retry-after (not x-should-retry: false), the id and how
+    to fetch it; the request stays queued."""
     response = held.http().post("/v1/messages", json=PARAMS)
-    body = assert_error(response, 504, "timeout_error")
+    body = assert_error(response, 503, "api_error")
     rid = response.headers["batchd-request-id"]
-    assert response.headers["x-should-retry"] == "false"
+    assert response.headers["Retry-After"] == "1"
+    assert response.headers["retry-after-ms"] == "1000"
+    assert "x-should-retry" not in response.headers
     assert f"GET /v1/requests/{rid}" in body["error"]["message"]
     assert held.http().get(f"/v1/requests/{rid}").json()["status"] == "pending"
 
 
-def test_sdk_sees_the_hold_timeout_as_gateway_timeout_without_retrying(held: Ingress) -> None:
-    """The SDK raises GatewayTimeoutError once, even with retries on (x-should-retry: false)."""
+def test_sdk_retries_of_a_hold_that_ran_out_re_attach(held: Ingress) -> None:
+    """With retries on, every attempt after a hold ran out waits for the request the first one
+    queued: three attempts, one request."""
+    attempts: list[httpx2.Response] = []
     before = held.counter("submitted")
-    client = anthropic.Anthropic(base_url=held.url, api_key=held.tokens["full"], max_retries=2)
-    with client, pytest.raises(anthropic.GatewayTimeoutError):
+    client = anthropic.Anthropic(
+        base_url=held.url,
+        api_key=held.tokens["full"],
+        max_retries=2,
+        http_client=anthropic.DefaultHttpxClient(event_hooks={"response": [attempts.append]}),
+    )
+    with client, pytest.raises(anthropic.ServiceUnavailableError):
         client.messages.create(**PARAMS)
+    assert [a.request.headers["x-stainless-retry-count"] for a in attempts] == ["0", "1", "2"]
+    assert len({a.headers["batchd-request-id"] for a in attempts}) == 1
     assert held.counter("submitted") == before + 1
 
 

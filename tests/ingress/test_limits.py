@@ -163,7 +163,7 @@ def test_held_connections_are_bounded(limited: Ingress) -> None:
     )
     thread.start()
     try:
-        limited.wait_held(1)
+        limited.wait_held(rid)
         before = limited.counter("submitted")
         refused = http.get(f"/v1/requests/{rid}", params={"wait": 5})
         assert_error(refused, 429, "rate_limit_error")

@@ -4,6 +4,7 @@ the live ingress, and the document's routes against the app's."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import schemathesis
@@ -15,6 +16,7 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from batchd.ingress.openapi import build
+from batchd.ingress.routes import build_app
 from batchd.ingress.server import make_ingress
 from batchd.settings import Settings
 from tests.ingress.conftest import Ingress
@@ -31,6 +33,9 @@ OPERATIONS = [
     ("GET", "/v1/batches"),
     ("GET", "/v1/batches/{id}"),
     ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{id}"),
 ]
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
@@ -41,14 +46,14 @@ CASES = [
 # Valid-looking data may still be refused for what a schema cannot say (metadata over its
 # byte limit, a callback host that is private, an account the token may not use): every other
 # check runs. The drop-in's 5xx answers are the Messages API's own (504 past the hold here).
-EXCLUDED = [positive_data_acceptance]
+EXCLUDED: list[Any] = [positive_data_acceptance]
 # Invalid data must be refused with one of the statuses the document gives for it: 400, and 413
 # for a bulk call over ingress.max_bulk_items (and what auth and limits answer first).
 CONFIG = SchemathesisConfig.from_dict(
     {"checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404",
                                                                   "405", "413", "429"]}}}
 )  # fmt: skip
-EXCLUDED_DROP_IN = [*EXCLUDED, not_a_server_error]
+EXCLUDED_DROP_IN: list[Any] = [*EXCLUDED, not_a_server_error]
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES)
@@ -69,9 +74,9 @@ def test_operation_answers_as_documented(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    def run(case: Case) -> None:
+    def run(case: Case[Any]) -> None:
         case.call_and_validate(
-            headers={**(case.headers or {}), **auth}, excluded_checks=excluded, timeout=10
+            headers={**dict(case.headers or {}), **auth}, excluded_checks=excluded, timeout=10
         )
 
     run()
@@ -82,8 +87,6 @@ def test_document_routes_are_the_apps_routes() -> None:
     settings_ = Settings(redis_url="redis://127.0.0.1:1/0", ingress={"enabled": True})
     ctx = make_ingress(settings_)
     try:
-        from batchd.ingress.app import build_app
-
         app = build_app(ctx)
         served = {
             (route.method.lower(), route.resource.canonical)
@@ -113,3 +116,17 @@ def test_document_follows_the_settings() -> None:
     bulk = doc["paths"]["/v1/requests/bulk"]["post"]["requestBody"]["content"]
     assert bulk["application/json"]["schema"]["maxItems"] == 7
     assert doc["security"] == []  # no tokens configured
+
+
+def test_document_betas_are_the_known_betas() -> None:
+    """A request's `betas` may be any of api.known_betas, and only those."""
+    settings_ = Settings(api={"known_betas": ["beta-one-2030-01-01", "beta-two-2030-01-01"]})
+    submit = build(settings_)["components"]["schemas"]["SubmitRequest"]["properties"]
+    assert submit["betas"]["items"]["enum"] == ["beta-one-2030-01-01", "beta-two-2030-01-01"]
+
+
+def test_document_gives_409_where_a_reused_key_can_conflict() -> None:
+    """POST /v1/requests and the drop-in document 409 for a key reused with another body."""
+    paths = build(Settings())["paths"]
+    assert "409" in paths["/v1/requests"]["post"]["responses"]
+    assert "409" in paths["/v1/messages"]["post"]["responses"]

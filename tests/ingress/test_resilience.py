@@ -63,7 +63,8 @@ def test_redis_down_is_503_and_the_ingress_recovers(
 
 
 def test_stopping_answers_held_connections_at_once(lone: Ingress) -> None:
-    """On SIGTERM a long-poll answers its state now and a drop-in call gets 504 with its id."""
+    """On SIGTERM a long-poll answers its state now; a drop-in call gets a retryable 503 with
+    its id (an SDK's retry, once batchd is back, re-attaches to it)."""
     rid = lone.http().post("/v1/requests", json={"params": params()}).json()["id"]
     answers: dict[str, Any] = {}
 
@@ -80,7 +81,7 @@ def test_stopping_answers_held_connections_at_once(lone: Ingress) -> None:
     ]  # fmt: skip
     for t in threads:
         t.start()
-    lone.wait_held(2)
+    lone.wait_held(rid, count=2)
     started = time.monotonic()
     assert lone.daemon.stop() == 0
     for t in threads:
@@ -88,9 +89,11 @@ def test_stopping_answers_held_connections_at_once(lone: Ingress) -> None:
     assert time.monotonic() - started < 8
     assert answers["poll"].status_code == 200
     assert answers["poll"].json()["status"] == "pending"
-    body = assert_error(answers["drop_in"], 504, "timeout_error")
+    body = assert_error(answers["drop_in"], 503, "api_error")
     assert "shutting down" in body["error"]["message"]
     assert answers["drop_in"].headers["batchd-request-id"] in body["error"]["message"]
+    assert answers["drop_in"].headers["Retry-After"] == "1"
+    assert "x-should-retry" not in answers["drop_in"].headers
 
 
 def test_a_port_in_use_is_logged_and_nothing_raises() -> None:

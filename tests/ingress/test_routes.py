@@ -81,12 +81,44 @@ def test_submit_names_the_invalid_field_and_stores_nothing(held: Ingress) -> Non
         ({"params": params(), "account": "nobody"}, "account"),
         ({"params": params(), "callback_url": "ftp://example.com/x"}, "callback_url"),
         ({"params": {**params(), "stream": True}}, "params.stream"),
+        ({"params": params(), "tag": "no spaces"}, "tag"),
+        ({"params": params(), "betas": ["no-such-beta-2099-01-01"]}, "betas"),
     ],
 )
 def test_submit_refuses_each_bad_field(held: Ingress, payload: dict[str, Any], field: str) -> None:
     """Unknown fields, a missing params and each bad value get 400 naming the field."""
     assert_error(
         held.http().post("/v1/requests", json=payload), 400, "invalid_request_error", field
+    )
+
+
+BETA_ITEM = {"params": params(), "tag": "team-a", "betas": ["token-efficient-tools-2025-02-19"]}
+
+
+def test_submit_with_tag_and_betas_is_queued(held: Ingress) -> None:
+    """`tag` and known `betas` are accepted: 202, pending."""
+    response = held.http().post("/v1/requests", json=BETA_ITEM)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pending"
+
+
+def test_submit_of_a_key_again_without_its_betas_is_a_conflict(held: Ingress) -> None:
+    """The same key and params without the betas the key was first used with: 409 naming betas."""
+    http = held.http()
+    assert http.post("/v1/requests", json={**BETA_ITEM, "key": "tb-1"}).status_code == 202
+    again = http.post("/v1/requests", json={**BETA_ITEM, "key": "tb-1", "betas": None})
+    body = assert_error(again, 409, "conflict_error", "key")
+    assert "betas" in body["error"]["message"]
+
+
+def test_submit_with_an_unknown_beta_gets_the_apis_message(held: Ingress) -> None:
+    """An unknown beta is refused naming `betas`, in the API's own words for the header."""
+    response = held.http().post(
+        "/v1/requests", json={"params": params(), "betas": ["no-such-beta-2099-01-01"]}
+    )
+    body = assert_error(response, 400, "invalid_request_error", "betas")
+    assert body["error"]["message"].startswith(
+        "Unexpected value(s) `no-such-beta-2099-01-01` for the `anthropic-beta` header."
     )
 
 
@@ -207,7 +239,7 @@ def test_long_poll_wakes_as_soon_as_the_request_ends(held: Ingress) -> None:
 
     thread = threading.Thread(target=poll)
     thread.start()
-    held.wait_held(1)  # the poll blocks on the request's done list
+    held.wait_held(rid)  # the poll waits for the request to end
     assert held.http().delete(f"/v1/requests/{rid}").status_code == 200
     thread.join(10)
     assert got["state"]["status"] == "canceled"
@@ -348,5 +380,6 @@ def test_openapi_document_is_public(held: Ingress) -> None:
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
         "/v1/requests", "/v1/requests/bulk", "/v1/requests/{id}", "/v1/batches",
-        "/v1/batches/{id}", "/v1/messages", "/openapi.json",
+        "/v1/batches/{id}", "/v1/messages", "/v1/messages/count_tokens", "/v1/models",
+        "/v1/models/{id}", "/openapi.json",
     }  # fmt: skip

@@ -196,6 +196,11 @@ class EmulatorProcess:
         by_id = {w["workspace_id"]: w for w in self.admin("GET", "/audit")["workspaces"]}
         return {key: by_id[workspace_id_for(key)] for key in self.api_keys}
 
+    def batches(self) -> dict[str, list[dict[str, Any]]]:
+        """The batches of each workspace (id, requests, betas created with), keyed by API key."""
+        by_id = {w["workspace_id"]: w for w in self.admin("GET", "/batches")["workspaces"]}
+        return {key: by_id[workspace_id_for(key)]["batches"] for key in self.api_keys}
+
     def advance(self, seconds: float) -> None:
         """Jump the emulator clock forward."""
         self.admin("POST", "/advance", {"seconds": seconds})
