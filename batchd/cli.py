@@ -8,21 +8,40 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 import redis
 
-from batchd.errors import EXIT_FAILURE, EXIT_USAGE, BatchdError, ConfigError
+from batchd.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    BatchdError,
+    ConfigError,
+)
 from batchd.store.runner import translate
 
 # Each module registers its own subcommands with `register(subparsers)`.
 COMMAND_MODULES = (
     "batchd.commands",
+    "batchd.operate",
     "batchd.emulator.command",
     "batchd.webhooks.command",
     "batchd.ingress.command",
+    "batchd.ledger_command",
 )
+
+
+def version() -> str:
+    """The installed batchd's version."""
+    try:
+        return metadata.version("batchd")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _add_globals(parser: argparse.ArgumentParser, default: object = None) -> None:
@@ -54,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Claude Messages requests through the Message Batches API at half price.",
     )
     _add_globals(parser)
+    parser.add_argument("--version", action="version", version=f"batchd {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -69,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        # What is still buffered goes out now, where a reader that left can be handled.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `batchd ... | head`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's last flush finds nowhere to fail, and end as tools killed by SIGPIPE do
+        # (batchd keeps SIGPIPE ignored: a daemon must never die of a peer hanging up).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -84,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batchd: error: {translate(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return int(code or 0)
 
 

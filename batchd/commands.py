@@ -7,79 +7,54 @@ Each command loads settings (flags > environment > TOML > defaults), does one th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from batchd.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
+    EXIT_TIMEOUT,
     EXIT_USAGE,
-    BatchdError,
     ConfigError,
     RequestNotFoundError,
     SubmitError,
+    WaitTimeoutError,
 )
 from batchd.logs import configure
-
-
-def load_settings(args: argparse.Namespace, **extra: Any) -> Any:
-    from batchd.settings import Settings
-
-    overrides: dict[str, Any] = dict(extra)
-    if getattr(args, "redis_url", None):
-        overrides["redis_url"] = args.redis_url
-    log: dict[str, Any] = {}
-    if getattr(args, "log_level", None):
-        log["level"] = args.log_level
-    if getattr(args, "log_format", None):
-        log["format"] = args.log_format
-    settings = Settings.load(getattr(args, "config", None), **overrides)
-    if log:
-        settings = settings.model_copy(update={"log": settings.log.model_copy(update=log)})
-    return settings
-
-
-def _child_args(args: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    for flag, attr in (("--config", "config"), ("--log-level", "log_level"),
-                       ("--log-format", "log_format")):  # fmt: skip
-        value = getattr(args, attr, None)
-        if value:
-            out += [flag, str(value)]
-    return out
-
-
-def _need_redis(settings: Any) -> Any:
-    if not settings.redis_url:
-        raise ConfigError(
-            "this command needs the daemon's Redis: set --redis-url or BATCHD_REDIS_URL",
-            ["redis_url: unset"],
-        )
-    return settings
-
+from batchd.options import _child_args, _need_redis, load_settings
 
 # -- run / worker ------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from batchd import daemon
+    from batchd import daemon, preflight
 
     run_overrides: dict[str, Any] = {}
     if args.roles:
-        run_overrides["roles"] = [r.strip() for r in args.roles.split(",") if r.strip()]
+        run_overrides["roles"] = preflight.parse_roles(args.roles)
     if args.workers is not None:
         run_overrides["workers"] = args.workers
     settings = load_settings(args)
     if run_overrides:
         try:
             run = settings.run.model_validate({**settings.run.model_dump(), **run_overrides})
-        except Exception as exc:
-            raise ConfigError(f"invalid --roles/--workers: {exc}", [str(exc)]) from None
+        except ValidationError as exc:
+            problems = [
+                f"--{err['loc'][0]}: {err['msg']} (got {err.get('input')!r})"
+                for err in exc.errors()
+            ]
+            raise ConfigError("; ".join(problems), problems) from None
         settings = settings.model_copy(update={"run": run})
+    preflight.check(settings, list(settings.run.roles))
     return daemon.run(settings, list(settings.run.roles), _child_args(args))
 
 
@@ -148,73 +123,195 @@ def read_batch_file(path: Path, settings: Any) -> list[tuple[str, dict[str, Any]
     return items
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
+#: Idempotency keys `submit FILE` derives from its lines start so; the rest is a digest.
+LINE_KEY_PREFIX = "batchd-line:"
+
+
+def line_key(custom_id: str, params: Any, prefix: str | None = None) -> str:
+    """The idempotency key of one line of a file: `prefix` + custom_id when a prefix is given,
+    else a digest of the line's custom_id and params. The same line submitted again (the file
+    run a second time) re-attaches to its first request instead of queuing another."""
+    if prefix:
+        return f"{prefix}{custom_id}"
+    body = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(custom_id.encode("utf-8") + b"\x1f" + body).hexdigest()
+    return LINE_KEY_PREFIX + digest
+
+
+def sidecar(path: str) -> Path:
+    """Where `submit --wait` writes the id mapping: beside --out (or the input file)."""
+    p = Path(path)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(f"{stem}.ids.jsonl")
+
+
+def _stderr_progress() -> Any:
+    from rich.console import Console
     from rich.progress import Progress
 
+    return Progress(console=Console(stderr=True), transient=False)
+
+
+def _warn_no_daemon(client: Any) -> None:
+    if client.daemons_alive() == 0:
+        print(
+            "batchd: warning: no batchd daemon is alive (`batchd status` shows daemons alive 0): "
+            "the requests are stored, but nothing batches them until `batchd run` starts",
+            file=sys.stderr,
+        )
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
     from batchd.client import Client
-    from batchd.store import new_token
 
     settings = _need_redis(load_settings(args))
+    # Log lines go to stderr: stdout carries the ids (or the results) only.
+    configure(settings.log.level, settings.log.format, settings.secrets())
     try:
         items = read_batch_file(Path(args.file), settings)
     except ConfigError as exc:
         print(f"batchd: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    reply_to = f"cli-{new_token()}" if args.wait else None
-    ids: dict[str, str] = {}
-    with Client(settings=settings) as client, Progress(transient=False) as progress:
-        task = progress.add_task("submitting", total=len(items))
-        for start in range(0, len(items), 1000):
-            part = items[start : start + 1000]
-            outcomes = client.submit_many(
-                [
-                    {
-                        "params": params,
-                        "metadata": {"custom_id": cid},
-                        "reply_to": reply_to,
-                        "account": args.account,
-                        "priority": args.priority,
-                        "key": f"{args.key_prefix}{cid}" if args.key_prefix else None,
-                    }
-                    for cid, params in part
-                ]
-            )
-            for (cid, _), outcome in zip(part, outcomes, strict=True):
-                if isinstance(outcome, SubmitError):
-                    print(f"batchd: {cid}: {outcome}", file=sys.stderr)
-                else:
-                    ids[cid] = outcome.id
-            progress.advance(task, len(part))
+    mapping: list[tuple[str, str]] = []
+    again = 0
+    with Client(settings=settings) as client:
+        _warn_no_daemon(client)
+        with _stderr_progress() as progress:
+            task = progress.add_task("submitting", total=len(items))
+            for start in range(0, len(items), 1000):
+                part = items[start : start + 1000]
+                outcomes = client.submit_many(
+                    [
+                        {
+                            "params": params,
+                            "metadata": {"custom_id": cid},
+                            "account": args.account,
+                            "priority": args.priority,
+                            "key": line_key(cid, params, args.key_prefix),
+                            "tag": args.tag,
+                            "deadline": args.deadline,
+                        }
+                        for cid, params in part
+                    ]
+                )
+                for (cid, _), outcome in zip(part, outcomes, strict=True):
+                    if isinstance(outcome, SubmitError):
+                        print(f"batchd: {cid}: {outcome}", file=sys.stderr)
+                    else:
+                        mapping.append((cid, outcome.id))
+                        again += outcome.duplicate
+                progress.advance(task, len(part))
         if args.flush:
             client.flush(args.account)
+        complete = len(mapping) == len(items)
         if not args.wait:
-            for cid, rid in ids.items():
+            for cid, rid in mapping:
                 sys.stdout.write(json.dumps({"custom_id": cid, "id": rid}) + "\n")
-            return 0 if len(ids) == len(items) else 1
-        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
-        task2 = progress.add_task("waiting for results", total=len(ids))
-        got = 0
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+            return 0 if complete else EXIT_FAILURE
+        # The mapping is on disk before the first wait: however this run ends, every result
+        # can be collected later.
+        map_path = Path(args.ids) if args.ids else sidecar(args.out or args.file)
+        write_mapping(map_path, mapping)
+        print(
+            f"batchd: {len(mapping) - again} requests queued"
+            + (f", {again} re-attached (queued before, by an earlier run)" if again else "")
+            + f"; their ids are in {map_path}",
+            file=sys.stderr,
+        )
+        code = collect(client, mapping, args.out, args.timeout, map_path)
+    return code if code or complete else EXIT_FAILURE
+
+
+def write_mapping(path: Path, mapping: list[tuple[str, str]]) -> None:
+    """custom_id -> request id, one JSON object a line (what `submit` prints without --wait)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for cid, rid in mapping:
+            f.write(json.dumps({"custom_id": cid, "id": rid}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_mapping(path: Path) -> list[tuple[str | None, str]]:
+    """The (custom_id, request id) pairs of a mapping file (`{"custom_id", "id"}` lines)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", [str(path)]) from None
+    pairs: list[tuple[str | None, str]] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            while got < len(ids):
-                if deadline is not None and time.monotonic() > deadline:
-                    print(f"batchd: timed out, {len(ids) - got} results missing", file=sys.stderr)
-                    return 4
-                for result in client.replies(
-                    reply_to or "", timeout=2, prefetch=100, consumer="cli"
-                ):
-                    given = (result.metadata or {}).get("custom_id")
-                    line = {"custom_id": given, "id": result.id, "status": result.status,
-                            "result": result.result}  # fmt: skip
-                    out.write(json.dumps(line) + "\n")
-                    got += 1
-                    progress.advance(task2)
-                    if got >= len(ids):
-                        break
-        finally:
-            if out is not sys.stdout:
-                out.close()
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise ConfigError(f'{path}: line {n}: expected {{"custom_id", "id"}}', [f"line {n}"])
+        cid = obj.get("custom_id")
+        pairs.append((cid if isinstance(cid, str) else None, obj["id"]))
+    return pairs
+
+
+def collect(
+    client: Any,
+    mapping: list[tuple[str | None, str]] | list[tuple[str, str]],
+    out_path: str | None,
+    timeout: float | None,
+    map_path: Path,
+) -> int:
+    """Write each request's result line to `out_path` (stdout) as it ends: `as_completed` over
+    one connection, no reply queue (nothing to expire or to leave behind). An interrupted or
+    timed-out run says how to collect the rest."""
+    custom_ids = {rid: cid for cid, rid in mapping}
+    out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
+    got = 0
+    again = f"batchd collect {map_path}" + (f" --out {out_path}" if out_path else "")
+
+    def later(why: str) -> None:
+        written = f"{got} of {len(custom_ids)} results written" + (
+            f" to {out_path}" if out_path else ""
+        )
+        print(
+            f"batchd: {why}: {written}; the other requests go on. Collect every result later "
+            f"(those written included) with: {again}",
+            file=sys.stderr,
+        )
+
+    try:
+        with _stderr_progress() as progress:
+            task = progress.add_task("waiting for results", total=len(custom_ids))
+            for result in client.as_completed(list(custom_ids), timeout):
+                line = {"custom_id": custom_ids.get(result.id), "id": result.id,
+                        "status": result.status, "result": result.result}  # fmt: skip
+                out.write(json.dumps(line) + "\n")
+                got += 1
+                progress.advance(task)
+    except WaitTimeoutError:
+        later(f"timed out after {timeout:g} s")
+        return EXIT_TIMEOUT
+    except KeyboardInterrupt:
+        later("interrupted")
+        return EXIT_INTERRUPTED
+    except RequestNotFoundError as exc:
+        print(f"batchd: {exc}; no result to collect for it", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    finally:
+        if out is not sys.stdout:
+            out.close()
     return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from batchd.client import Client
+
+    settings = _need_redis(load_settings(args))
+    configure(settings.log.level, settings.log.format, settings.secrets())
+    map_path = Path(args.mapfile)
+    mapping = read_mapping(map_path)
+    with Client(settings=settings) as client:
+        return collect(client, mapping, args.out, args.timeout, map_path)
 
 
 # -- status / batches / requests / flush --------------------------------------------------------
@@ -224,18 +321,24 @@ def gather_status(settings: Any) -> dict[str, Any]:
     """Everything `batchd status` shows, as plain data (what `--json` prints)."""
     from rq import Queue, Worker
 
+    from batchd import budgets, deadlines
     from batchd.observe import snapshot, throughput
     from batchd.runtime import STAGES, Runtime
+    from batchd.store import deadlines as dl_store
 
     rt = Runtime(settings)
     try:
         snap = snapshot.read(rt.store, settings.accounts)
+        accounts = list(settings.accounts)
+        samples = rt.store.read(dl_store.durations(rt.keys, accounts))
+        backlog = rt.store.read(dl_store.backlog(rt.keys, accounts))
         minutes = throughput.recent(rt.store, list(settings.accounts), snap.now_ms, snap.counters)
         queues = {s: Queue(f"{settings.prefix}-{s}", connection=rt.rq_redis) for s in STAGES}
         stage_queued = {s: q.count for s, q in queues.items()}
         # rq drops a worker from its registry once the worker's key expires.
         stage_workers = len(Worker.all(queue=queues["fanout"]))
     finally:
+        holds = budgets.held(rt.store, list(settings.accounts))
         rt.close()
     out: dict[str, Any] = {
         "lanes": [
@@ -262,11 +365,55 @@ def gather_status(settings: Any) -> dict[str, Any]:
             {"minute": _minute_iso(m.minute), "partial": m.partial, **m.counts} for m in minutes
         ],
         "webhooks": {"queued": snap.webhooks_queued, "dead": snap.webhooks_dead},
-        "replies": {"waiting": snap.replies_waiting, "parked": snap.replies_parked},
+        "replies": {"waiting": snap.replies_waiting, "parked": snap.replies_parked,
+                    "queues": snap.reply_queues},
     }  # fmt: skip
+    out["deadlines"] = [
+        {
+            "account": a,
+            "policy": settings.accounts[a].deadline_policy,
+            "pending": backlog[a].pending,
+            "realtime_queued": backlog[a].realtime_queued,
+            "realtime_sending": backlog[a].realtime_sending,
+            "batch_duration": deadlines.estimate(settings, samples[a]).as_dict(),
+            "counters": {
+                k: v
+                for k, v in snap.by_account.get(a, {}).items()
+                if k.startswith(DEADLINE_COUNTERS)
+            },
+        }
+        for a in accounts
+    ]
     if snap.paused:
         out["paused"] = snap.paused
+    if holds:
+        out["holds"] = holds
     return out
+
+
+#: Counters `status` shows per account in its deadlines section.
+DEADLINE_COUNTERS = ("deadlines_", "escalated:", "realtime:", "batches_canceled:deadline")
+
+
+def _deadline_row(d: dict[str, Any]) -> tuple[str, ...]:
+    c = d["counters"]
+    est = d["batch_duration"]
+    if est["source"] == "observed":
+        took = f"p50 {_age(est['median_s'])}, planned {_age(est['planned_s'])} ({est['samples']})"
+    else:
+        took = f"default {_age(est['planned_s'])} ({est['samples']} seen)"
+    sent = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(c.items())
+                     if k.startswith("realtime:")) or "0"  # fmt: skip
+    return (
+        d["account"],
+        d["policy"],
+        str(d["pending"]),
+        f"{d['realtime_queued']} / {d['realtime_sending']}",
+        took,
+        f"{c.get('deadlines_met', 0)} / {c.get('deadlines_missed', 0)}",
+        str(sum(v for k, v in c.items() if k.startswith("escalated:"))),
+        sent,
+    )
 
 
 def _minute_iso(minute: int) -> str:
@@ -311,6 +458,8 @@ def render_status(status: dict[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from batchd import budgets
+
     w = status["workers"]
     queued = "  ".join(f"{s} {n}" for s, n in w["stage_jobs_queued"].items())
     head = Text.assemble(
@@ -354,15 +503,25 @@ def render_status(status: dict[str, Any]) -> Any:
     letters = (
         f"dead letters: {_per_account(status['dead'])}   "
         f"webhooks queued: {_per_account(status['webhooks']['queued'])}   "
-        f"webhooks dead: {_per_account(status['webhooks']['dead'])}"
+        f"webhooks dead: {_per_account(status['webhooks']['dead'])}   "
+        f"waiting on reply queues: {_per_account(status['replies'].get('queues', {}))}"
     )
     totals = (
         f"totals: submitted {c.get('submitted', 0)}   ended {_per_account(ended)}   "
         f"retries {c.get('retries', 0)}   batches created {c.get('batches_created', 0)}"
     )
-    lines: list[RenderableType] = [head, lanes, batches, tp, Text(letters), Text(totals)]
+    dl = Table(title="Deadlines", title_justify="left")
+    for col in ("account", "policy", "pending", "real-time queued / sending", "batch duration",
+                "met / missed", "left the batch route", "real-time sends"):  # fmt: skip
+        dl.add_column(col, justify="left" if col in ("account", "policy") else "right")
+    for d in status.get("deadlines", []):
+        dl.add_row(*_deadline_row(d))
+    lines: list[RenderableType] = [head, lanes, batches, tp, dl, Text(letters), Text(totals)]
     if status.get("paused"):
         lines.append(Text(f"paused accounts: {status['paused']}", style="red"))
+    if status.get("holds"):
+        held = "; ".join(budgets.describe(h) for h in status["holds"])
+        lines.append(Text("held at a spend cap: " + held, style="yellow"))
     return Group(*lines)
 
 
@@ -406,71 +565,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
 
-def cmd_batches(args: argparse.Namespace) -> int:
-    from batchd.runtime import Runtime
-    from batchd.store import assemblies as asm_store
-
-    settings = _need_redis(load_settings(args))
-    rt = Runtime(settings)
-    accounts = list(settings.accounts)
-    try:
-        if args.action == "list":
-            for account in accounts:
-                asms = rt.store.read(asm_store.recent_batches(rt.keys, account))
-                records = rt.store.read(asm_store.read_many(rt.keys, [(account, a) for a in asms]))
-                for a in records:
-                    row = {"batch_id": a.batch_id, "account": account, "assembly": a.id,
-                           "state": a.state.value if a.state else "unknown",
-                           "requests": a.count}  # fmt: skip
-                    print(json.dumps(row))
-            return 0
-        where = rt.store.read(asm_store.find_batch(rt.keys, accounts, args.batch_id))
-        if where is None:
-            print(f"batchd: no batch {args.batch_id} known to batchd", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        account, asm = where
-        found = rt.store.read(asm_store.read(rt.keys, account, asm))
-        if args.action == "show":
-            info: dict[str, Any] = {"account": account, "assembly": asm}
-            if found is not None:
-                info |= {"state": found.state.value if found.state else "unknown",
-                         "requests": found.count, "request_counts": found.counts,
-                         "polls": found.polls}  # fmt: skip
-            try:
-                info["api"] = rt.api(account).retrieve(args.batch_id).model_dump(mode="json")
-            except BatchdError as exc:
-                info["api_error"] = str(exc)
-            print(json.dumps(info, indent=2))
-            return 0
-        rt.store.read(asm_store.operator_cancel(rt.keys, account, asm, True))
-        try:
-            batch = rt.api(account).cancel(args.batch_id)
-        except BatchdError:
-            rt.store.read(asm_store.operator_cancel(rt.keys, account, asm, False))
-            raise
-        print(json.dumps(batch.model_dump(mode="json"), indent=2))
-        return 0
-    finally:
-        rt.close()
-
-
-def cmd_requests(args: argparse.Namespace) -> int:
-    from batchd.client import Client
-
-    settings = _need_redis(load_settings(args))
-    with Client(settings=settings) as client:
-        try:
-            state = client.get(args.request_id)
-        except RequestNotFoundError as exc:
-            print(f"batchd: {exc}", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        out = {"id": state.id, "state": state.state, "attempts": state.attempts,
-               "batch_id": state.batch_id,
-               "result": state.result.to_dict() if state.result else None}  # fmt: skip
-        print(json.dumps(out, indent=2))
-    return 0
-
-
 def cmd_flush(args: argparse.Namespace) -> int:
     from batchd.client import Client
 
@@ -499,9 +593,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from batchd.dev import run_dev
+
+    return run_dev(args)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the daemon (aggregator, stage workers, webhooks, sweeper)")
-    p.add_argument("--roles", help="comma-separated: aggregator,worker,webhooks,sweeper,ingress")
+    p.add_argument(
+        "--roles",
+        help="comma-separated: aggregator,worker,webhooks,sweeper,ingress,console,realtime",
+    )
     p.add_argument("--workers", type=int, help="stage worker processes (default 2)")
     p.set_defaults(func=cmd_run)
 
@@ -513,35 +616,55 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help="where the embedded Redis keeps its data")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("submit", help="submit a JSONL file of {custom_id, params} lines")
+    p = sub.add_parser(
+        "dev",
+        help="a dev loop: Redis on TCP, the emulator and batchd run with short windows, and the "
+        "exports that point a producer at them; Ctrl-C stops all",
+    )
+    p.add_argument("--data-dir", help="where Redis keeps its data and the daemon its log")
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser(
+        "submit",
+        help="submit a JSONL file of {custom_id, params} lines (running it again re-attaches)",
+    )
     p.add_argument("file")
     p.add_argument("--wait", action="store_true", help="wait for every result")
     p.add_argument("--out", help="write results JSONL here (default stdout)")
+    p.add_argument(
+        "--ids",
+        metavar="MAPFILE",
+        help="with --wait: write the custom_id -> request id mapping here, before waiting "
+        "(default: OUT.ids.jsonl, or FILE.ids.jsonl without --out)",
+    )
     p.add_argument("--account")
     p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--key-prefix", help="idempotency key = prefix + custom_id")
+    p.add_argument(
+        "--key-prefix",
+        help="idempotency key = prefix + custom_id (default: a digest of custom_id and params)",
+    )
     p.add_argument("--flush", action="store_true", help="cut the lane at once")
+    p.add_argument("--tag", help="ledger tag of every request (a tenant, feature or team)")
+    p.add_argument(
+        "--deadline",
+        help="when every result is needed by: an ISO 8601 time with its offset, or epoch "
+        "seconds (past what a batch can make, the account's deadline_policy decides)",
+    )
     p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "collect", help="write the results of the requests in a mapping file (submit's ids)"
+    )
+    p.add_argument("mapfile", help='{"custom_id", "id"} lines: `submit --wait`\'s MAPFILE')
+    p.add_argument("--out", help="write results JSONL here (default stdout)")
+    p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("status", help="lanes, batches in flight, dead letters")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", type=float, nargs="?", const=2.0, help="refresh every N seconds")
     p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("batches", help="batches batchd created: list, show, cancel")
-    bsub = p.add_subparsers(dest="action", required=True)
-    bsub.add_parser("list").set_defaults(func=cmd_batches)
-    for action in ("show", "cancel"):
-        bp = bsub.add_parser(action)
-        bp.add_argument("batch_id")
-        bp.set_defaults(func=cmd_batches)
-
-    p = sub.add_parser("requests", help="look at one request")
-    rsub = p.add_subparsers(dest="action", required=True)
-    rp = rsub.add_parser("show")
-    rp.add_argument("request_id")
-    rp.set_defaults(func=cmd_requests)
 
     p = sub.add_parser("flush", help="cut lanes now instead of waiting")
     p.add_argument("--lane", help="ACCOUNT or ACCOUNT/PRIORITY")

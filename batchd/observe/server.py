@@ -23,6 +23,7 @@ from batchd.logs import get_logger
 from batchd.observe import metrics
 from batchd.observe.collector import BuildInfoCollector, RedisCollector
 from batchd.observe.health import Liveness
+from batchd.observe.ledger import LedgerCollector
 from batchd.settings import Settings
 from batchd.store import Keys, Store, connect
 
@@ -61,9 +62,12 @@ class OpsServer:
             retry=Retry(NoBackoff(), 0),  # a probe reports what it sees, it does not wait it out
         )
         self.registry = CollectorRegistry(auto_describe=False)
+        metrics.declare(settings.accounts)
         self.registry.register(metrics.local_collector())
+        self.registry.register(metrics.LiveCollector())
         self.store = Store(self.redis, Keys(settings.prefix))
         self.registry.register(RedisCollector(self.store, list(settings.accounts)))
+        self.registry.register(LedgerCollector(self.store, settings))
         self.registry.register(BuildInfoCollector())
         ProcessCollector(registry=self.registry)
         self._httpd: ThreadingHTTPServer | None = None

@@ -124,6 +124,8 @@ class Snapshot:
     """Per account: replies ended but not on their reply queue yet (outbox)."""
     replies_parked: dict[str, int] = field(default_factory=dict)
     """Per account: replies whose queue refused them (a key of another type), retried."""
+    reply_queues: dict[str, int] = field(default_factory=dict)
+    """Per reply queue results went to lately: replies waiting on it for a consumer (its lag)."""
     paused: dict[str, str] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     by_account: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -153,7 +155,10 @@ def read(store: Store, accounts: Iterable[str]) -> Snapshot:
         snap.replies_waiting[account] = waiting
         snap.replies_parked[account] = parked
     pairs: list[tuple[str, str]] = []
+    queues: set[str] = set()
     for account in names:
+        named: list[str] = store.read(reply_store.queue_names(keys, account))
+        queues.update(named)
         snap.dead[account] = store.read(req_store.dead_count(keys, account))
         lanes = store.read(lane_store.lane_ids(keys, account))
         lanes.sort(key=lambda ln: (-(LaneId.parse(ln) or LaneId(0, False, "")).priority, ln))
@@ -162,6 +167,8 @@ def read(store: Store, accounts: Iterable[str]) -> Snapshot:
             age = None if s.oldest_ms is None else max(0.0, (now - s.oldest_ms) / 1000)
             snap.lanes.append(LaneState(account, s.lane, s.count, s.bytes, age))
         pairs += [(account, a) for a in store.read(asm_store.live(keys, account))]
+    if queues:
+        snap.reply_queues = store.read(reply_store.depth(keys, sorted(queues)))
     for record in store.read(asm_store.read_many(keys, pairs)) if pairs else []:
         since = record.submitted_ms or record.created_ms
         age = max(0.0, (now - since) / 1000) if since else None

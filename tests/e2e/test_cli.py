@@ -86,7 +86,7 @@ def test_status_table_is_readable(stack: Stack, submit: SubmitFn) -> None:
 
 
 def test_batches_list_and_show(stack: Stack, submit: SubmitFn) -> None:
-    """`batchd batches list` names each batch; `show` adds the API's view of it."""
+    """`batchd batches list` names each batch; `show --json` adds the API's view of it."""
     stack.daemon()
     [rid] = submit(1)
     result = stack.client.wait(rid, timeout=60)
@@ -94,7 +94,7 @@ def test_batches_list_and_show(stack: Stack, submit: SubmitFn) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [r["batch_id"] for r in rows] == [result.batch_id]
-    shown = batchd(stack, "batches", "show", str(result.batch_id))
+    shown = batchd(stack, "batches", "show", str(result.batch_id), "--json")
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
     assert info["api"]["processing_status"] == "ended"

@@ -1,4 +1,4 @@
-"""The alert rules in deploy/prometheus and the README use only series batchd exports."""
+"""The alert rules in deploy/prometheus and the operating docs use only series batchd exports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prometheus_client.metrics_core import Metric
 from batchd import Client, Settings
 from batchd.observe import metrics
 from batchd.observe.collector import BuildInfoCollector, RedisCollector
+from batchd.observe.ledger import LedgerCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "batchd-rules.yaml"
@@ -26,6 +27,7 @@ def exported(redis_url: str) -> set[str]:
     settings = Settings.load(redis_url=redis_url)
     metrics.get()
     families = list(metrics.REGISTRY.collect()) + list(BuildInfoCollector().collect())
+    families += list(metrics.LiveCollector().collect())
     with Client(settings=settings) as client:
         client.submit(
             {
@@ -35,6 +37,7 @@ def exported(redis_url: str) -> set[str]:
             }
         )
         families += list(RedisCollector(client.store, ["default"]).collect())
+        families += list(LedgerCollector(client.store, settings).collect())
     return series_names(families)
 
 
@@ -48,11 +51,11 @@ def test_rules_are_well_formed() -> None:
         assert rule["annotations"]["summary"]
 
 
-def test_rules_and_readme_name_exported_series(redis_url: str) -> None:
+def test_rules_and_docs_name_exported_series(redis_url: str) -> None:
     """No alert watches a series that does not exist."""
     names = exported(redis_url)
     assert "batchd_pending_oldest_age_seconds" in names
-    for path in (RULES, ROOT / "README.md"):
+    for path in (RULES, ROOT / "docs" / "operating.md"):
         used = set(re.findall(r"\bbatchd_[a-z_]+\b", path.read_text(encoding="utf-8")))
         used -= {"batchd_"}
         assert used, path
