@@ -21,9 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from batchd import cost
 from batchd.client import Client
 from batchd.embedded import EmbeddedRedis
 from batchd.logs import configure
+from batchd.options import load_settings
 from batchd.store import counters as counter_store
 from batchd.store import new_token
 
@@ -61,7 +63,6 @@ def sample(i: int) -> dict[str, Any]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from batchd.commands import load_settings
     from batchd.emulator.config import EmulatorConfig
     from batchd.emulator.faults import FaultProfile
     from batchd.emulator.server import start_in_thread
@@ -106,6 +107,9 @@ def run_demo(args: argparse.Namespace) -> int:
             "BATCHD_POLL__MIN_INTERVAL": "0.5",
             "BATCHD_POLL__MAX_INTERVAL": "2",
             "BATCHD_LOG__FORMAT": "json",
+            # Its endpoints on any free port: a daemon already on the default one must not
+            # stop the demo (a port that is taken stops `batchd run` at start).
+            "BATCHD_HTTP__PORT": "0",
         }
     )
     log_file = open(log_path, "wb")  # noqa: SIM115
@@ -123,6 +127,9 @@ def run_demo(args: argparse.Namespace) -> int:
     retried = 0
     started = time.monotonic()
     try:
+        _wait_for_daemon(client, daemon, log_path)
+        started = time.monotonic()
+        started_ms = client.store.time_ms()
         columns = (
             TextColumn("{task.description:<22}"),
             BarColumn(),
@@ -163,6 +170,7 @@ def run_demo(args: argparse.Namespace) -> int:
         counters = counter_store.total(
             client.store.read(counter_store.read(client.keys, list(settings.accounts)))
         )
+        spend = cost.report(client.store, client_settings, since_ms=started_ms, by=())
     except (RuntimeError, KeyboardInterrupt) as exc:
         console.print(f"[red]batchd demo failed:[/red] {exc}")
         return 1
@@ -179,15 +187,47 @@ def run_demo(args: argparse.Namespace) -> int:
         emulator.stop()
         if embedded is not None:
             embedded.stop()
-    table = Table(title=f"batchd demo: {n} requests")
-    table.add_column("")
-    table.add_column("", justify="right")
+    table = Table(title=f"batchd demo: {n} requests", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
     table.add_row("batches created", str(counters.get("batches_created", 0)))
     for status in ("succeeded", "errored", "canceled", "expired", "rejected", "dead"):
-        table.add_row(f"  {status}", str(statuses.get(status, 0)))
-    table.add_row("requests retried (sent again)", str(retried))
-    table.add_row("retries (errored or expired, sent again)", str(counters.get("retries", 0)))
+        if statuses.get(status) or status in ("succeeded", "errored"):
+            table.add_row(f"requests {status}", str(statuses.get(status, 0)))
+    # Counted from the results themselves, so the row agrees with the statuses above it.
+    table.add_row("requests sent again (retryable error or expiry)", str(retried))
     table.add_row("wall time", f"{elapsed:.1f} s")
     table.add_row("requests per second", f"{n / elapsed:.0f}")
-    Console().print(table)
+    u, c = spend.total.usage, spend.total.cost
+    table.add_row("tokens in / out", f"{u.input:,} / {u.output:,}")
+    if u.cache_write_5m or u.cache_write_1h or u.cache_read:
+        written = u.cache_write_5m + u.cache_write_1h
+        table.add_row("tokens cache write / read", f"{written:,} / {u.cache_read:,}")
+    table.add_row("cost at batch prices", f"${c.billed:,.4f}")
+    table.add_row("same tokens at real-time prices", f"${c.list:,.4f}")
+    share = f" ({c.saved / c.list:.0%})" if c.list else ""
+    table.add_row("saved", f"${c.saved:,.4f}{share}")
+    out = Console()
+    out.print(table)
+    out.print(NEXT_STEPS)
     return 0 if sum(statuses.values()) == n else 1
+
+
+#: What the demo suggests once it has shown its summary.
+NEXT_STEPS = """\
+[bold]Try next[/bold]
+  make dev                 a dev loop: Redis, the emulator and batchd with 1 s windows,
+                           and the exports for your own code (Ctrl-C stops all)
+  docs/getting-started.md  a first request from Python, over HTTP, from the shell
+  make demo N=10000        this demo with more requests"""
+
+
+def _wait_for_daemon(client: Client, daemon: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Submit only once the daemon beats, so the client has no reason to warn none is alive."""
+    deadline = time.monotonic() + 60
+    while client.daemons_alive() == 0:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not start within 60 s; see {log_path}")
+        time.sleep(0.1)

@@ -18,6 +18,8 @@ from batchd.errors import BatchdError
 from batchd.logs import get_logger
 from batchd.observe import snapshot
 from batchd.store import Store
+from batchd.store import deadlines as dl_store
+from batchd.store import realtime as rt_store
 
 log = get_logger("batchd.observe")
 
@@ -176,6 +178,18 @@ def _families(snap: snapshot.Snapshot, accounts: list[str]) -> Iterator[Metric]:
             g.add_metric([account], values.get(account, 0))
         yield g
 
+    depth = GaugeMetricFamily(
+        "batchd_reply_queue_depth",
+        "Replies waiting on a reply queue for a consumer (consumer lag), for each queue results "
+        "went to in the last 7 days",
+        labels=["queue"],
+    )
+    for queue, n in sorted(snap.reply_queues.items()):
+        depth.add_metric([queue], n)
+    yield depth
+
+    yield from _deadline_families(snap, accounts)
+
     paused = GaugeMetricFamily(
         "batchd_account_paused", "1 while the API refuses the account's key", labels=["account"]
     )
@@ -188,3 +202,52 @@ def _families(snap: snapshot.Snapshot, accounts: list[str]) -> Iterator[Metric]:
     )
     procs.add_metric([], len(snap.processes))
     yield procs
+
+
+def _deadline_families(snap: snapshot.Snapshot, accounts: list[str]) -> Iterator[Metric]:
+    """Deadlines met and missed, requests that left the batch route, real-time sends."""
+    met = CounterMetricFamily(
+        "batchd_deadlines",
+        "Requests with a deadline that ended, by outcome: met (succeeded by then) or missed",
+        labels=["account", "outcome"],
+    )
+    missed = CounterMetricFamily(
+        "batchd_deadlines_missed",
+        "Deadlines missed, by reason: late, unreachable (policy fail), realtime_*, or the status",
+        labels=["account", "reason"],
+    )
+    left = CounterMetricFamily(
+        "batchd_deadline_escalations",
+        "Requests no batch could make by their deadline, by route: realtime, fail, or batch "
+        "(kept, late)",
+        labels=["account", "route"],
+    )
+    sends = CounterMetricFamily(
+        "batchd_realtime_sends",
+        "Real-time Messages API sends, by outcome (unanswered ones are never sent again)",
+        labels=["account", "outcome"],
+    )
+    canceled = CounterMetricFamily(
+        "batchd_batches_canceled_for_deadline",
+        "Batches canceled because they could no longer end before their earliest deadline",
+        labels=["account"],
+    )
+    for account in accounts:
+        for outcome in ("met", "missed"):
+            met.add_metric(
+                [account, outcome], snap.account_counter(account, f"deadlines_{outcome}")
+            )
+        for reason in dl_store.MISS_REASONS:
+            n = snap.account_counter(account, f"deadlines_missed:{reason}")
+            missed.add_metric([account, reason], n)
+        for route in dl_store.POLICIES:
+            left.add_metric([account, route], snap.account_counter(account, f"escalated:{route}"))
+        for outcome in rt_store.OUTCOMES:
+            n = snap.account_counter(account, f"realtime:{outcome}")
+            sends.add_metric([account, outcome], n)
+        canceled.add_metric([account], snap.account_counter(account, "batches_canceled:deadline"))
+    yield met
+    yield missed
+    yield left
+    yield sends
+    yield canceled
