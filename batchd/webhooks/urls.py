@@ -152,7 +152,12 @@ class AddressPolicy:
             return
         reason = forbidden_reason(ip)
         if reason is not None:
-            raise BlockedAddressError(f"blocked address {ip}: {reason}")
+            net = f"{ip}/{ip.max_prefixlen}"
+            raise BlockedAddressError(
+                f"blocked address {ip}: {reason}; to let webhooks reach it, list its host name "
+                f"in webhooks.allow_hosts or its network in webhooks.allow_networks "
+                f"(e.g. BATCHD_WEBHOOKS__ALLOW_NETWORKS='[\"{net}\"]')"
+            )
 
     def socket_factory(self, addr_info: AddrInfoType) -> socket.socket:
         """Make the socket for one resolved address, or refuse the address.
