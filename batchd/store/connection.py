@@ -23,6 +23,7 @@ from batchd.defaults import (
     ASYNC_POOL_WAIT,
     HEALTH_CHECK_INTERVAL,
     SOCKET_TIMEOUT,
+    SYNC_POOL_SIZE,
 )
 from batchd.errors import ConfigError
 
@@ -134,7 +135,15 @@ def connect(url: str, **kwargs: Any) -> Any:
         )
     if not url.startswith("unix:"):
         kwargs.setdefault("socket_keepalive", True)
-    return redis.Redis.from_url(url, **kwargs)
+    # Callers beyond the pool's size wait for a connection (a thread per `wait`, say) rather
+    # than fail.
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=kwargs.pop("max_connections", SYNC_POOL_SIZE),
+        timeout=ASYNC_POOL_WAIT,
+        **kwargs,
+    )
+    return redis.Redis.from_pool(pool)
 
 
 def connect_async(url: str, **kwargs: Any) -> Any:
@@ -174,9 +183,10 @@ def is_cluster(client: Any) -> bool:
 def server_time_ms(client: Any) -> int:
     """Redis's clock (ms): the one clock batchd schedules, leases and compares by."""
     if isinstance(client, RedisCluster):
-        sec, usec = client.time(target_nodes=RedisCluster.PRIMARIES)
-        if isinstance(sec, dict):  # one answer per node: any will do
-            sec, usec = next(iter(sec.values()))
+        answer = client.time(target_nodes=RedisCluster.RANDOM)
+        if isinstance(answer, dict):  # one answer per node: any will do
+            answer = next(iter(answer.values()))
+        sec, usec = answer
     else:
         sec, usec = client.time()
     return int(sec) * 1000 + int(usec) // 1000
@@ -207,6 +217,12 @@ def durability_warnings(client: Any) -> list[str]:
                 "cannot read the server's configuration (CONFIG is disabled); check by hand "
                 "that appendonly is yes and maxmemory-policy is noeviction"
             ]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not isinstance(client, RedisCluster):
+                raise
+            # A master down (its replica taking over, say) does not keep batchd from starting.
+            problems.append(f"cannot read the configuration of a cluster node ({exc})")
+            continue
 
         def val(name: str, conf: dict[str, Any] = conf) -> str:
             v = conf.get(name, "")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchd.defaults import DRAIN_CHUNK, QUEUE_SEEN_MS
+from batchd.errors import DurabilityError, RedisUnavailableError, StoreError
 from batchd.store.keys import Keys
-from batchd.store.runner import AsyncStore, Read, Store
+from batchd.store.runner import AsyncStore, Read, Store, about_the_server, checked
 from batchd.store.scripts import Call, call, text
 
 # -- consumers ---------------------------------------------------------------------------------
@@ -49,9 +50,33 @@ def restore(keys: Keys, name: str, consumer: str, n: int = 1000) -> Call[int]:
     return call("restore", [keys.reply_queue(name), keys.reply_inflight(name, consumer)], [n], int)
 
 
-def blocking_take(keys: Keys, name: str, consumer: str) -> tuple[str, str]:
-    """(source, destination) of the BLMOVE a consumer blocks on when the queue is empty."""
-    return keys.reply_queue(name), keys.reply_inflight(name, consumer)
+def block_take(keys: Keys, name: str, consumer: str, timeout: float) -> tuple[Any, ...]:
+    """The BLMOVE a consumer blocks on when the queue is empty: the oldest reply moves to its
+    in-flight list."""
+    return (
+        "BLMOVE",
+        keys.reply_queue(name),
+        keys.reply_inflight(name, consumer),
+        "RIGHT",
+        "LEFT",
+        timeout,
+    )
+
+
+def consumers(keys: Keys, name: str) -> Read[dict[str, int]]:
+    """Each consumer of a reply queue, and when it last read (s)."""
+
+    def parse(out: list[Any]) -> dict[str, int]:
+        raw = out[0] or {}
+        if isinstance(raw, list):
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        found: dict[str, int] = {}
+        for k, v in raw.items():
+            seen = text(v)
+            found[text(k)] = int(seen) if seen.isdigit() else 0
+        return found
+
+    return Read([("HGETALL", keys.reply_consumers(name))], parse)
 
 
 def register(keys: Keys, name: str, consumer: str, now_s: int) -> Read[None]:
@@ -110,6 +135,8 @@ class Drained:
     entries: int
     undeliverable: int
     refused: int
+    #: The replicas did not confirm in time: nothing was trimmed, the next drain goes on.
+    held: bool = False
 
 
 def _entries(raw: Sequence[Any]) -> list[tuple[int, str, str]]:
@@ -194,8 +221,35 @@ def _plan(raw: list[bytes], envelopes: dict[str, bytes | None]) -> _Plan:
     return _Plan(raw, entries, by_queue, undeliverable)
 
 
+def _pushed(store: Store, pushes: list[Call[int]]) -> list[int | Exception]:
+    """Each queue's push, on its replicas before it counts; a refusal (a key of another type
+    under the queue's name, or that node full) as its exception. Where no replica is to be
+    waited for, all in one pipeline."""
+    if not any(store.watched(push.keys[0]) for push in pushes):
+        results: list[int | Exception] = store.run_all(pushes)
+        for r in results:
+            if about_the_server(r):
+                checked(r)
+        return results
+    out: list[int | Exception] = []
+    for push in pushes:
+        try:
+            out.append(store.durable(push))
+        except (DurabilityError, RedisUnavailableError):
+            raise
+        except StoreError as exc:
+            out.append(exc)
+    return out
+
+
 def drain(store: Store, account: str, *, parked: bool = False, limit: int = DRAIN_CHUNK) -> Drained:
-    """Move the head of the account's outbox (or parked list) onto the reply queues."""
+    """Move the head of the account's outbox (or parked list) onto the reply queues.
+
+    Replies leave the account's slot only once its replicas hold the writes that made them (a
+    failover could take those back and hand their sequence numbers to other requests), and
+    leave the outbox only once the queue's replicas hold them. When replicas do not confirm in
+    time the drain stops, `held`, and the next one goes on (a queue skips what it has seen).
+    """
     keys = store.keys
     raw = store.read(_outbox_head(keys, account, parked, limit))
     if not raw:
@@ -203,7 +257,12 @@ def drain(store: Store, account: str, *, parked: bool = False, limit: int = DRAI
     tokens = [t for _, t, _ in _entries(raw) if t]
     envelopes = store.read(_envelopes(keys, account, tokens)) if tokens else {}
     plan = _plan(raw, envelopes)
-    results = store.run_all(plan.pushes(keys, account, parked))
+    try:
+        if plan.by_queue:
+            store.barrier(keys.reply_barrier(account))
+        results = _pushed(store, plan.pushes(keys, account, parked))
+    except DurabilityError:
+        return Drained(0, len(raw), 0, 0, held=True)
     notes, trim, done = plan.finish(keys, account, parked, results, store.now_ms())
     store.read(notes)
     store.run(trim)
@@ -221,7 +280,20 @@ async def adrain(
     tokens = [t for _, t, _ in _entries(raw) if t]
     envelopes = await store.read(_envelopes(keys, account, tokens)) if tokens else {}
     plan = _plan(raw, envelopes)
-    results = await store.run_all(plan.pushes(keys, account, parked))
+    results: list[int | Exception] = []
+    try:
+        if plan.by_queue:
+            await store.barrier(keys.reply_barrier(account))
+        for push in plan.pushes(keys, account, parked):
+            try:
+                pushed: int = await store.durable(push)
+                results.append(pushed)
+            except (DurabilityError, RedisUnavailableError):
+                raise
+            except StoreError as exc:
+                results.append(exc)
+    except DurabilityError:
+        return Drained(0, len(raw), 0, 0, held=True)
     notes, trim, done = plan.finish(keys, account, parked, results, await store.time_ms())
     await store.read(notes)
     await store.run(trim)
@@ -234,7 +306,7 @@ def drain_all(store: Store, account: str) -> int:
     while True:
         d = drain(store, account)
         total += d.pushed
-        if d.entries < DRAIN_CHUNK:
+        if d.entries < DRAIN_CHUNK or d.held:
             return total
 
 
@@ -244,7 +316,7 @@ async def adrain_all(store: AsyncStore, account: str) -> int:
     while True:
         d = await adrain(store, account)
         total += d.pushed
-        if d.entries < DRAIN_CHUNK:
+        if d.entries < DRAIN_CHUNK or d.held:
             return total
 
 

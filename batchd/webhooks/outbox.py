@@ -10,8 +10,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from batchd.defaults import WEBHOOK_CLAIM_CHUNK
-from batchd.store import AsyncStore, Keys, Store
+from batchd.store import AsyncStore, Durability, Keys, Store
 from batchd.store import webhooks as wh
+from batchd.store.runner import checked
 from batchd.store.webhooks import (
     Claimed,
     Delivery,
@@ -123,8 +124,10 @@ def retry_all_dead(store: Store, accounts: Iterable[str]) -> dict[str, int]:
 class AsyncOutbox:
     """Claims, settles and releases deliveries for the sender, many per round trip."""
 
-    def __init__(self, client: Any, keys: Keys, retention: float) -> None:
-        self.store = AsyncStore(client, keys)
+    def __init__(
+        self, client: Any, keys: Keys, retention: float, durability: Durability | None = None
+    ) -> None:
+        self.store = AsyncStore(client, keys, durability=durability)
         self.keys = keys
         self.retention_ms = int(retention * 1000)
 
@@ -136,7 +139,9 @@ class AsyncOutbox:
         if not tokens:
             next_due = await self.store.read(wh.next_due(self.keys, account))
             return Claimed([], [], next_due, now)
-        return await self.store.run(
+        # Durable: a result leaves Redis only once the replicas hold the write that made it, so
+        # no failover can take it back and end the request again with another envelope.
+        return await self.store.durable(
             wh.claim(self.keys, account, tokens, lease_ms, claim_id, self.retention_ms)
         )
 
@@ -154,7 +159,7 @@ class AsyncOutbox:
         answers = await self.store.run_all(calls)
         for a in answers:
             if isinstance(a, Exception):
-                raise a
+                checked(a)  # raised as the BatchdError it is (a failover, say)
         return [int(a) for a in answers]
 
     async def release(self, leases: Sequence[Lease], delay_ms: int) -> None:

@@ -27,7 +27,7 @@ from aiohttp.abc import AbstractResolver
 from batchd.errors import BatchdError, BlockedAddressError
 from batchd.logs import get_logger
 from batchd.settings import Settings
-from batchd.store import Keys, connect_async
+from batchd.store import Durability, Keys, connect_async
 from batchd.webhooks.outbox import AsyncOutbox, Delivery, Lease, Outcome, Settle
 from batchd.webhooks.signing import Signer
 from batchd.webhooks.urls import AddressPolicy, host_allowed, url_host
@@ -174,7 +174,9 @@ class WebhookSender:
         self._host_load, self._host_slots = {}, {}
         self._wake = asyncio.Event()
         client = connect_async(self.redis_url)
-        outbox = AsyncOutbox(client, self.keys, self.settings.retention)
+        r = self.settings.redis
+        durability = Durability(r.wait_replicas, int(r.wait_timeout * 1000))
+        outbox = AsyncOutbox(client, self.keys, self.settings.retention, durability)
         checked, trusted = self._sessions()
         self.log.info(
             "webhooks.started",

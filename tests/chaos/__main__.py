@@ -23,9 +23,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=defaults.rate, help="submits per second")
     parser.add_argument("--reduced", action="store_true", help="the small run of the test suite")
     parser.add_argument("--dir", type=Path, help="keep every process's data and logs here")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="data on a Redis Cluster (3 masters, a replica each): master kills with failover, "
+        "live slot migrations among the faults",
+    )
+    parser.add_argument(
+        "--deadlines",
+        type=float,
+        default=defaults.shares.deadlines,
+        help="share of requests with a deadline, half of them unreachable by batch (0: none)",
+    )
     args = parser.parse_args(argv)
     if args.reduced:
-        config = ChaosConfig.reduced(seed=args.seed, directory=args.dir)
+        config = ChaosConfig.reduced(seed=args.seed, directory=args.dir, cluster=args.cluster)
     else:
         config = ChaosConfig(
             seed=args.seed,
@@ -33,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             replicas=args.replicas,
             rate=args.rate,
             directory=args.dir,
+            cluster=args.cluster,
         )
+    config.shares.deadlines = args.deadlines
     started = time.monotonic()
 
     def say(message: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 #: How a request's producer expects its result.
@@ -45,6 +46,21 @@ class Verdict:
     batches_created: int = 0
     requests_sent: int = 0
     distinct_sent: int = 0
+    # -- deadlines and the real-time route --------------------------------------------------
+    #: Requests submitted with a deadline; how many met it; the misses by reason.
+    with_deadline: int = 0
+    deadlines_met: int = 0
+    deadlines_missed: Counter[str] = field(default_factory=Counter)
+    #: Deadline requests whose result did not say (truthfully) whether it was met, and why not.
+    deadlines_unreported: list[str] = field(default_factory=list)
+    #: Succeeded results by the route that produced them (the envelope's `mode`).
+    by_mode: Counter[str] = field(default_factory=Counter)
+    realtime_billed: int = 0
+    #: Requests ended errored `realtime_unanswered`: each may have been billed once, unanswered.
+    unanswered: int = 0
+    #: custom_ids the emulator billed in a batch and in real time; twice in real time.
+    billed_both_routes: list[str] = field(default_factory=list)
+    realtime_double_billed: list[str] = field(default_factory=list)
 
     def violations(self) -> dict[str, int]:
         return {
@@ -55,7 +71,16 @@ class Verdict:
             "bad webhook signatures": self.bad_signatures,
             "double-submitted": self.double_submitted,
             "double-billed": self.double_billed,
+            "billed on both routes": len(self.billed_both_routes),
+            "billed twice in real time": len(self.realtime_double_billed),
+            "deadlines unreported": len(self.deadlines_unreported),
         }
+
+    @property
+    def batch_price_share(self) -> float:
+        """Of the requests billed, the share billed at the batch price."""
+        total = self.billed + self.realtime_billed
+        return self.billed / total if total else 1.0
 
     @property
     def ok(self) -> bool:
@@ -82,13 +107,26 @@ class Checker:
         self.bad_signatures = 0
         self._done = threading.Condition(self._lock)
         self._seen: set[str] = set()
+        # deadlines given at submit (epoch s), and what each result said of route and deadline
+        self.deadlines: dict[str, float] = {}
+        self.outcomes: dict[str, Outcome] = {}
 
     # -- what producers were told ----------------------------------------------------------
     def acknowledge(self, n: int, request_id: str, channel: str, queue: str | None) -> None:
         with self._lock:
             self.expected[request_id] = Expected(n, request_id, channel, queue)
 
+    def deadline(self, request_id: str, deadline: float) -> None:
+        """The acknowledged request was submitted with this deadline (epoch seconds)."""
+        with self._lock:
+            self.deadlines[request_id] = deadline
+
     # -- what reached them ----------------------------------------------------------------
+    def envelope(self, request_id: str, env: dict[str, Any]) -> None:
+        """What a delivered result said of its route and deadline (any channel)."""
+        with self._lock:
+            self.outcomes[request_id] = Outcome.of(env)
+
     def reply(self, queue: str, request_id: str, status: str) -> None:
         """A reply-queue delivery, before its acknowledgement."""
         with self._lock:
@@ -206,9 +244,39 @@ class Checker:
         v.batches_created = int(audit.get("batches_created", 0))
         v.requests_sent = int(audit.get("requests", 0))
         v.distinct_sent = int(audit.get("custom_ids", 0))
-        # Only succeeded results are billed: the API billed more than producers got back?
-        v.double_billed = max(0, v.billed - v.statuses["succeeded"])
+        v.realtime_billed = int(audit.get("realtime_billed", 0))
+        v.billed_both_routes = list(audit.get("billed_both_routes", []))
+        v.realtime_double_billed = list(audit.get("realtime_double_billed", []))
+        self._judge_deadlines(v)
+        # Only succeeded results are billed, once, on one route; a real-time call that got no
+        # answer may have been billed too (and says so): did the API bill more than that?
+        v.double_billed = max(
+            0, v.billed + v.realtime_billed - v.statuses["succeeded"] - v.unanswered
+        )
         return v
+
+    def _judge_deadlines(self, v: Verdict) -> None:
+        """Every deadline met or reported missed with its reason, truthfully; none invented."""
+        with self._lock:
+            for rid, out in self.outcomes.items():
+                if out.status == "succeeded":
+                    v.by_mode[out.mode] += 1
+                if out.error_type == "realtime_unanswered":
+                    v.unanswered += 1
+                deadline = self.deadlines.get(rid)
+                if deadline is None:
+                    if out.has_deadline:
+                        v.deadlines_unreported.append(f"{rid}: a deadline it was never given")
+                    continue
+                v.with_deadline += 1
+                if out.met is True and out.status == "succeeded" and out.ended_at <= deadline:
+                    v.deadlines_met += 1
+                elif out.met is False and out.missed:
+                    v.deadlines_missed[out.missed] += 1
+                else:
+                    v.deadlines_unreported.append(
+                        f"{rid}: {out.status}, deadline_met {out.met}, missed {out.missed!r}"
+                    )
 
     def _status(self, exp: Expected) -> str | None:
         rid = exp.request_id
@@ -224,3 +292,37 @@ class Checker:
         if not self.webhooks.get(rid):
             return None
         return self.webhook_status.get(rid)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one result envelope said of its route and deadline."""
+
+    status: str
+    mode: str
+    has_deadline: bool
+    met: bool | None
+    missed: str | None
+    ended_at: float
+    error_type: str | None
+
+    @classmethod
+    def of(cls, env: dict[str, Any]) -> Outcome:
+        result = env.get("result") or {}
+        err = result.get("error") if isinstance(result, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+        ended = env.get("ended_at") or ""
+        try:
+            ended_at = datetime.fromisoformat(ended.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            ended_at = float("inf")
+        return cls(
+            status=str(env.get("status")),
+            mode=str(env.get("mode", "batch")),
+            has_deadline="deadline" in env,
+            met=env.get("deadline_met"),
+            missed=env.get("deadline_missed"),
+            ended_at=ended_at,
+            error_type=err.get("type") if isinstance(err, dict) else None,
+        )

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from batchd import Settings
 from tests.chaos.proxy import ProxyProcess
 from tests.support.daemon import DaemonProcess, daemon_env
 from tests.support.emulator import EmulatorProcess
@@ -45,6 +46,13 @@ def replica_settings(lease: float, max_requests: int) -> dict[str, str]:
         "BATCHD_WEBHOOKS__TIMEOUT": "3",
         # The operations endpoint would make every replica fight for one port.
         "BATCHD_HTTP__ENABLED": "false",
+        # Deadlines planned from the emulator's quick batches: a batch is taken to need 8 s
+        # until five are seen; one still running 4 s before its earliest deadline is canceled.
+        "BATCHD_DEADLINES__DEFAULT_DURATION": "8",
+        "BATCHD_DEADLINES__MARGIN": "2",
+        "BATCHD_DEADLINES__REALTIME_RESERVE": "4",
+        "BATCHD_REALTIME__REQUESTS_PER_MINUTE": "0",
+        "BATCHD_REALTIME__TIMEOUT": "15",
     }
 
 
@@ -73,7 +81,8 @@ class Cluster:
             directory / "emulator",
             api_keys=(API_KEY,),
             args=["--processing-time", processing_time, "--cancel-time", "0.1",
-                  "--seed", str(seed)],
+                  "--seed", str(seed), "--realtime-latency", "0.05:0.4",
+                  "--realtime-lost-response", "0.02"],
         )  # fmt: skip
         self.receiver = Receiver()
         self.redis_proxy: ProxyProcess | None = None
@@ -116,6 +125,10 @@ class Cluster:
     def redis_url(self) -> str:
         """Where producers and the checker reach Redis: directly."""
         return self.redis.url
+
+    def settings(self) -> Settings:
+        """The settings of producers, consumers and the checker."""
+        return Settings.load(redis_url=self.redis_url)
 
     def env(self) -> dict[str, str]:
         assert self.redis_proxy is not None and self.api_proxy is not None

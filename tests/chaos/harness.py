@@ -17,13 +17,14 @@ from typing import Any
 
 import orjson
 
-from batchd import Client, Settings
+from batchd import Client
 from batchd.errors import RequestNotFoundError
 from batchd.store import counters as counter_store
 from tests.chaos.checker import Checker, Verdict
 from tests.chaos.cluster import SECRETS, Cluster
-from tests.chaos.nemesis import KINDS, Nemesis
+from tests.chaos.nemesis import CLUSTER_KINDS, KINDS, Nemesis
 from tests.chaos.producers import Load, Readers, Shares, Webhooks
+from tests.chaos.sharded import ShardedCluster
 
 
 @dataclass
@@ -44,9 +45,17 @@ class ChaosConfig:
     shares: Shares = field(default_factory=Shares)
     directory: Path | None = None
     keep: bool = False
+    #: Data on a Redis Cluster (3 masters, a replica each) with its own faults (`CLUSTER_KINDS`).
+    cluster: bool = False
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return CLUSTER_KINDS if self.cluster else KINDS
 
     @classmethod
-    def reduced(cls, seed: int = 7, directory: Path | None = None) -> ChaosConfig:
+    def reduced(
+        cls, seed: int = 7, directory: Path | None = None, cluster: bool = False
+    ) -> ChaosConfig:
         """The version `make test` runs: every fault kind once or more, in about half a minute."""
         return cls(
             seed=seed,
@@ -61,6 +70,7 @@ class ChaosConfig:
             max_requests=150,
             drain_timeout=120.0,
             directory=directory,
+            cluster=cluster,
         )
 
 
@@ -81,6 +91,8 @@ class Report:
     leaks: list[str]
     replica_starts: int
     tracebacks: list[str]
+    lost_takes: int = 0
+    restarted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -92,6 +104,7 @@ class Report:
         rows: list[tuple[str, Any]] = [
             ("seed", c.seed),
             ("replicas (started in all)", f"{c.replicas} ({self.replica_starts})"),
+            ("  restarted after exiting on their own", self.restarted),
             ("requests acknowledged", v.acknowledged),
             (
                 "  via reply queue / wait / webhook",
@@ -100,7 +113,7 @@ class Report:
             ("  ended", ", ".join(f"{k} {n}" for k, n in sorted(v.statuses.items()))),
             ("faults injected", sum(self.faults.values())),
         ]
-        rows += [(f"  {kind}", self.faults.get(kind, 0)) for kind in KINDS]
+        rows += [(f"  {kind}", self.faults.get(kind, 0)) for kind in c.kinds]
         rows += [
             ("retries", ""),
             ("  requests sent again (emulator)", v.requests_sent - v.distinct_sent),
@@ -110,11 +123,23 @@ class Report:
             ("  webhook attempts refused on purpose", self.webhook_failures),
             ("  webhook attempts repeated (same webhook-id)", v.webhook_repeats),
             ("  replies redelivered after a lost ack", v.redelivered),
+            ("  replies whose take a failover undid", self.lost_takes),
             ("batches created (emulator)", v.batches_created),
             ("duplicates", len(v.duplicates)),
             ("lost", len(v.lost)),
             ("double-submitted", v.double_submitted),
             ("double-billed", v.double_billed),
+            ("billed on both routes (batch and real time)", len(v.billed_both_routes)),
+            ("billed twice in real time", len(v.realtime_double_billed)),
+            ("deadlines: given / met / missed",
+             f"{v.with_deadline} / {v.deadlines_met} / {sum(v.deadlines_missed.values())}"),
+            ("  missed, by reason",
+             ", ".join(f"{k} {n}" for k, n in sorted(v.deadlines_missed.items())) or "-"),
+            ("  not met and not reported missed", len(v.deadlines_unreported)),
+            ("succeeded by route (batch / real time)",
+             f"{v.by_mode['batch']} / {v.by_mode['realtime']}"),
+            ("billed at the batch price",
+             f"{v.billed} of {v.billed + v.realtime_billed} ({100 * v.batch_price_share:.1f}%)"),
             ("unexpected results", len(v.unexpected)),
             ("inconsistent statuses", len(v.inconsistent)),
             ("requests still processing at the end", self.processing_left),
@@ -137,6 +162,9 @@ class Report:
             ("duplicate", v.duplicates),
             ("unexpected", v.unexpected),
             ("inconsistent", v.inconsistent),
+            ("deadline unreported", v.deadlines_unreported),
+            ("billed on both routes", v.billed_both_routes),
+            ("billed twice in real time", v.realtime_double_billed),
             ("leak", self.leaks),
             ("nemesis error", self.nemesis_errors),
             ("traceback", self.tracebacks),
@@ -152,24 +180,29 @@ def run(config: ChaosConfig, progress: Any = None) -> Report:
     directory = Path(tempfile.mkdtemp(prefix="batchd-chaos-")) if own_dir else config.directory
     assert directory is not None
     started = time.monotonic()
-    cluster = Cluster(
-        directory,
-        seed=config.seed,
-        replicas=config.replicas,
-        lease=config.lease,
-        max_requests=config.max_requests,
+    options: dict[str, Any] = {
+        "seed": config.seed,
+        "replicas": config.replicas,
+        "lease": config.lease,
+        "max_requests": config.max_requests,
+    }
+    cluster = (
+        ShardedCluster(directory, queues=config.shares.queues, **options)
+        if config.cluster
+        else Cluster(directory, **options)
     )
     checker = Checker()
     readers: Readers | None = None
     nemesis: Nemesis | None = None
     try:
         cluster.start()
-        say(f"cluster up in {directory}: redis, emulator, {config.replicas} replicas")
+        redis = "a Redis Cluster of 3 masters" if config.cluster else "redis"
+        say(f"cluster up in {directory}: {redis}, emulator, {config.replicas} replicas")
         hooks = Webhooks(cluster.receiver, checker, config.seed)
-        readers = Readers(cluster.redis_url, checker, config.shares.queues, config.waiters)
+        readers = Readers(cluster.settings(), checker, config.shares.queues, config.waiters)
         readers.start()
         load = Load(
-            cluster.redis_url,
+            cluster.settings(),
             checker,
             config.seed,
             config.requests,
@@ -179,12 +212,15 @@ def run(config: ChaosConfig, progress: Any = None) -> Report:
             hooks.url,
             readers.pending.put,
         )
-        nemesis = Nemesis(cluster, config.seed, gap=config.gap, pace=config.pace)
+        nemesis = Nemesis(
+            cluster, config.seed, gap=config.gap, pace=config.pace, kinds=tuple(config.kinds)
+        )
         load.start()
         nemesis.start()
         watched = nemesis
         _watch(say, load, lambda: f"{load.submitted}/{config.requests} submitted, "
-               f"{checker.seen_count()} seen, {sum(watched.counts().values())} faults")  # fmt: skip
+               f"{checker.seen_count()} seen, {sum(watched.counts().values())} faults",
+               cluster)  # fmt: skip
         load.join()
         load_seconds = time.monotonic() - started
         nemesis.load_done()
@@ -204,6 +240,10 @@ def run(config: ChaosConfig, progress: Any = None) -> Report:
         time.sleep(2.0)
         drain_seconds = time.monotonic() - drain_start
         readers.close()
+        # What was done when, beside the processes' own logs (kept with --dir).
+        (directory / "faults.log").write_text(
+            "".join(f"{i.at:8.2f}s {i.kind}: {i.detail}\n" for i in nemesis.log)
+        )
         verdict = _verdict(cluster, checker)
         processing = _processing_left(cluster)
         logs = cluster.logs()
@@ -223,6 +263,8 @@ def run(config: ChaosConfig, progress: Any = None) -> Report:
             leaks=scan_for_secrets(cluster, logs),
             replica_starts=len(logs),
             tracebacks=_tracebacks(logs),
+            lost_takes=readers.lost_takes,
+            restarted=cluster.restarted if isinstance(cluster, ShardedCluster) else 0,
         )
         return report
     finally:
@@ -235,18 +277,21 @@ def run(config: ChaosConfig, progress: Any = None) -> Report:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _watch(say: Any, load: Load, line: Any) -> None:
-    """Report progress every few seconds until the load's threads are done."""
+def _watch(say: Any, load: Load, line: Any, cluster: Cluster) -> None:
+    """Report progress every few seconds until the load's threads are done; on a Redis
+    Cluster, restart replicas that exited on their own, as a supervisor would."""
     last = 0.0
     while load.running():
         if time.monotonic() - last >= 10:
             say(f"load: {line()}")
             last = time.monotonic()
+        if isinstance(cluster, ShardedCluster):
+            cluster.restart_exited()
         time.sleep(0.2)
 
 
 def _client(cluster: Cluster) -> Client:
-    return Client(settings=Settings.load(redis_url=cluster.redis_url))
+    return Client(settings=cluster.settings())
 
 
 def _counter(cluster: Cluster, name: str) -> int:
@@ -278,8 +323,7 @@ def _diagnose(cluster: Cluster) -> dict[str, Any]:
     """What batchd's own records say, to point at where a stuck request sits."""
     from batchd.commands import gather_status
 
-    settings = Settings.load(redis_url=cluster.redis_url)
-    status = gather_status(settings)
+    status = gather_status(cluster.settings())
     states = Counter(a["state"] for a in status["assemblies"])
     return {"lanes": status["lanes"], "assemblies": dict(states), "counters": status["counters"]}
 

@@ -21,6 +21,7 @@ import redis
 
 from batchd.emulator.config import EXPIRY_SECONDS
 from tests.chaos.cluster import Cluster
+from tests.chaos.sharded import ShardedCluster
 
 #: Every fault the nemesis knows, with what it does.
 KINDS: dict[str, str] = {
@@ -43,6 +44,20 @@ KINDS: dict[str, str] = {
     "errored_results": "requests end errored (api_error, overloaded_error)",
     "expired_results": "requests end expired",
     "queue_full": "the API's processing queue is full",
+}
+
+#: The faults of a run on a Redis Cluster: Redis's own faults are the cluster's (no proxy stands
+#: on the road to it), the rest as on one Redis.
+CLUSTER_KINDS: dict[str, str] = {
+    "master_kill": "a master killed -9, its replica promoted, the old one back as a replica",
+    "slot_migration": "the account's or a reply queue's slot moved live to another master",
+    "client_kill": "every client connection to every node dropped (CLIENT KILL)",
+    "rq_crash": "rq's Redis killed -9 and restarted (appendfsync always)",
+    **{
+        kind: text
+        for kind, text in KINDS.items()
+        if not kind.startswith("redis_")  # one Redis, restarted or reached through a proxy
+    },
 }
 
 #: Emulator profile keys of each API fault kind.
@@ -202,6 +217,18 @@ class Nemesis:
         elif kind == "redis_crash":
             c.redis.restart(crash=True)
             self._record(kind, "kill -9, started again")
+        elif kind == "master_kill":
+            assert isinstance(c, ShardedCluster)
+            self._record(kind, c.kill_master(r.randrange(c.data.shards)))
+        elif kind == "slot_migration":
+            assert isinstance(c, ShardedCluster)
+            self._record(kind, c.migrate(r))
+        elif kind == "client_kill":
+            assert isinstance(c, ShardedCluster)
+            self._record(kind, f"{c.drop_connections()} connections dropped")
+        elif kind == "rq_crash":
+            c.redis.restart(crash=True)
+            self._record(kind, "rq's Redis: kill -9, started again")
         elif kind in ("redis_drop", "api_drop"):
             proxy = c.redis_proxy if kind == "redis_drop" else c.api_proxy
             assert proxy is not None

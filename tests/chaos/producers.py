@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 
 from batchd import Client, Settings
 from batchd.errors import (
+    AckError,
     BatchdError,
     RedisUnavailableError,
     RequestNotFoundError,
@@ -59,13 +60,17 @@ class Shares:
     webhook: float = 0.15
     invalid: float = 0.01
     queues: int = 4
+    #: Requests with a deadline, and of those the share no batch can make (due in 1 to 3 s;
+    #: the others in 1 to 2 minutes).
+    deadlines: float = 0.1
+    unreachable: float = 0.5
 
 
 @dataclass
 class Load:
     """Producer threads submitting `total` requests at `rate` per second, all told."""
 
-    redis_url: str
+    settings: Settings
     checker: Checker
     seed: int
     total: int
@@ -98,7 +103,7 @@ class Load:
         return any(t.is_alive() for t in self._threads)
 
     def _produce(self, index: int) -> None:
-        client = Client(settings=Settings.load(redis_url=self.redis_url))
+        client = Client(settings=self.settings)
         try:
             for n in range(index, self.total, self.threads):
                 due = self.started + n / self.rate
@@ -119,6 +124,10 @@ class Load:
         queue_name = f"chaos-{n % sh.queues}" if channel == "reply" else None
         callback = self.webhook_url(n) if channel == "webhook" else None
         body = params(n, invalid=draw.random() < sh.invalid)
+        deadline: float | None = None
+        if draw.random() < sh.deadlines:
+            far = draw.random() >= sh.unreachable
+            deadline = time.time() + (draw.uniform(60, 120) if far else draw.uniform(1, 3))
         while True:
             try:
                 ticket = client.submit(
@@ -127,6 +136,7 @@ class Load:
                     reply_to=queue_name,
                     callback_url=callback,
                     metadata={"n": n},
+                    deadline=deadline,
                 )
                 break
             except TRANSIENT:
@@ -137,6 +147,8 @@ class Load:
                 self.errors.append(f"submit {n}: {exc}")
                 return
         self.checker.acknowledge(n, ticket.id, channel, queue_name)
+        if deadline is not None:
+            self.checker.deadline(ticket.id, deadline)
         if channel == "wait":
             self.on_wait(ticket.id)
         with self._lock:
@@ -146,13 +158,14 @@ class Load:
 class Readers:
     """Reply-queue consumers and waiters, each on its own client, until `stop`."""
 
-    def __init__(self, redis_url: str, checker: Checker, queues: int, waiters: int) -> None:
-        self.redis_url = redis_url
+    def __init__(self, settings: Settings, checker: Checker, queues: int, waiters: int) -> None:
+        self.settings = settings
         self.checker = checker
         self.queue_names = [f"chaos-{i}" for i in range(queues)]
         self.pending: queue.Queue[str] = queue.Queue()
         self.stop = threading.Event()
         self.errors: list[str] = []
+        self.lost_takes = 0
         self._threads = [
             threading.Thread(target=self._consume, args=(q,), name=f"reader-{q}", daemon=True)
             for q in self.queue_names
@@ -171,7 +184,7 @@ class Readers:
             t.join(60)
 
     def _client(self) -> Client:
-        return Client(settings=Settings.load(redis_url=self.redis_url))
+        return Client(settings=self.settings)
 
     def _consume(self, name: str) -> None:
         client = self._client()
@@ -180,7 +193,14 @@ class Readers:
                 try:
                     for result in client.replies(name, timeout=1.0, consumer="chaos"):
                         self.checker.reply(name, result.id, result.status)
-                        client.ack(result)
+                        self.checker.envelope(result.id, result.to_dict())
+                        try:
+                            client.ack(result)
+                        except AckError:
+                            # The take that handed it over was lost with a failed-over master:
+                            # the reply is back on its queue and comes again (a redelivery).
+                            self.lost_takes += 1
+                            continue
                         self.checker.reply_acked(result.id)
                         if self.stop.is_set():
                             break
@@ -209,6 +229,7 @@ class Readers:
                         self.errors.append(str(exc))
                         break
                     self.checker.waited(rid, result.status)
+                    self.checker.envelope(rid, result.to_dict())
                     break
         finally:
             client.close()
@@ -247,4 +268,5 @@ class Webhooks:
                 self.checker.webhook_refused(rid, got.headers["webhook-id"])
                 return Reply(status=503, headers={"retry-after": "0"})
         self.checker.webhook(rid, got.headers["webhook-id"], got.body, doc["status"])
+        self.checker.envelope(rid, doc)
         return Reply(status=200)

@@ -161,10 +161,10 @@ def soak(duration: float, rate: float, replicas: int, period: float, keep: Path 
     try:
         cluster.start()
         hooks = Webhooks(cluster.receiver, checker, seed=11, fail_share=0.0)
-        readers = Readers(cluster.redis_url, checker, queues=4, waiters=2)
+        readers = Readers(cluster.settings(), checker, queues=4, waiters=2)
         readers.start()
         total = int(rate * duration)
-        load = Load(cluster.redis_url, checker, 11, total, rate, 2, Shares(), hooks.url,
+        load = Load(cluster.settings(), checker, 11, total, rate, 2, Shares(), hooks.url,
                     readers.pending.put)  # fmt: skip
         sampler = Sampler(cluster, period)
         sampler.start()

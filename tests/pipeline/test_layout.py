@@ -31,11 +31,11 @@ from tests.pipeline import (
     token_of,
     wait_for,
 )
+from tests.support.introspect import command_calls, dbsize, reset_stats
 
 
-def evalsha_calls(r: redis.Redis) -> int:
-    stats: dict[str, Any] = r.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+def evalsha_calls(r: Any) -> int:
+    return command_calls(r).get("evalsha", 0)
 
 
 def test_params_live_in_their_own_key_until_the_request_ends(
@@ -117,7 +117,7 @@ def test_submit_many_is_one_script_call_per_chunk(
     """2,500 items take one SUBMIT call per SUBMIT_CHUNK items (a larger chunk asked for is
     capped), not one per item."""
     client.submit(params())  # loads the script
-    redis_client.config_resetstat()
+    reset_stats(redis_client)
     out = client.submit_many(({"params": params(str(i))} for i in range(2_500)), chunk=1_000)
     assert all(isinstance(o, Ticket) for o in out)
     assert evalsha_calls(redis_client) == -(-2_500 // defaults.SUBMIT_CHUNK)
@@ -129,7 +129,7 @@ def test_submit_many_sends_a_chunk_early_past_its_byte_budget(
     """A chunk whose params pass SUBMIT_CHUNK_BYTES goes at once, whatever its count."""
     monkeypatch.setattr(defaults, "SUBMIT_CHUNK_BYTES", 1000)
     client.submit(params())
-    redis_client.config_resetstat()
+    reset_stats(redis_client)
     client.submit_many([{"params": params("y" * 600)} for _ in range(4)], chunk=1_000)
     assert evalsha_calls(redis_client) == 2
 
@@ -183,7 +183,7 @@ def test_wait_on_an_unknown_request_leaves_no_mark(
     token = new_token()
     with pytest.raises(RequestNotFoundError):
         client.wait(f"{ACCOUNT}.{token}", timeout=1)
-    assert redis_client.dbsize() == 0
+    assert dbsize(redis_client) == 0
 
 
 def test_token_encoding_matches_base32_digit_by_digit() -> None:

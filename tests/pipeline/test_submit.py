@@ -38,6 +38,7 @@ from tests.pipeline import (
     pending,
     token_of,
 )
+from tests.support.introspect import command_calls, dbsize
 
 MakeClient = Callable[..., Client]
 #: A beta the API knows (`api.known_betas`), for requests whose batch needs one.
@@ -54,12 +55,6 @@ def record(store: Store, rid: str) -> RequestRecord:
 def publish(store: Store, settings: Settings) -> None:
     """Publish the daemon's accounts, as `batchd run` does at start."""
     store.read(counter_store.publish_accounts(store.keys, list(settings.accounts)))
-
-
-def command_calls(r: redis.Redis) -> dict[str, int]:
-    """Calls per command the server has run so far (commands run by scripts included)."""
-    stats = r.info("commandstats")
-    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
 #: What the SUBMIT script runs inside Redis; anything else would be another round trip.
@@ -202,10 +197,10 @@ def test_same_key_and_request_return_the_first_ticket_as_duplicate(client: Clien
 def test_same_key_enqueues_nothing(client: Client, store: Store, redis_client: redis.Redis) -> None:
     """A repeated key adds no record, no entry and no bytes."""
     client.submit(params("one"), key="order-42")
-    size = redis_client.dbsize()
+    size = dbsize(redis_client)
     stats = lane_stats(store)
     client.submit(params("one"), key="order-42")
-    assert redis_client.dbsize() == size
+    assert dbsize(redis_client) == size
     assert lane_stats(store) == stats
     assert len(pending(store)) == 1
 
@@ -251,11 +246,11 @@ def test_conflict_names_each_field_that_differs(
 def test_conflict_stores_nothing(client: Client, store: Store, redis_client: redis.Redis) -> None:
     """A conflicting submit leaves Redis as it was: the first request keeps its key."""
     first = client.submit(params("one"), key="order-42")
-    size = redis_client.dbsize()
+    size = dbsize(redis_client)
     stats = lane_stats(store)
     with pytest.raises(IdempotencyConflictError):
         client.submit(params("two, longer"), key="order-42")
-    assert redis_client.dbsize() == size
+    assert dbsize(redis_client) == size
     assert lane_stats(store) == stats
     assert pending(store) == [token_of(first.id)]
     assert client.submit(params("one"), key="order-42").id == first.id
@@ -337,7 +332,7 @@ def test_key_over_the_limit_is_refused(client: Client, redis_client: redis.Redis
     with pytest.raises(InvalidRequestError) as info:
         client.submit(params(), key="k" * 257)
     assert info.value.field == "key"
-    assert redis_client.dbsize() == 0
+    assert dbsize(redis_client) == 0
 
 
 @pytest.mark.parametrize(
@@ -447,7 +442,7 @@ def test_invalid_submit_is_refused_storing_nothing(
     with pytest.raises(InvalidRequestError) as info:
         client.submit(p, **kwargs)
     assert info.value.field == field
-    assert redis_client.dbsize() == 0
+    assert dbsize(redis_client) == 0
 
 
 def test_request_larger_than_a_batch_is_refused(
@@ -459,7 +454,7 @@ def test_request_larger_than_a_batch_is_refused(
         c.submit(params("x" * 1024))
     assert info.value.field == "params"
     assert isinstance(info.value, SubmitError)
-    assert redis_client.dbsize() == 0
+    assert dbsize(redis_client) == 0
 
 
 def test_request_exactly_filling_a_batch_is_accepted(
@@ -479,13 +474,13 @@ def test_unknown_account_is_refused_once_accounts_are_published(
 ) -> None:
     """When the daemon has published its accounts, a producer refuses any other account."""
     publish(store, settings)
-    size = redis_client.dbsize()
+    size = dbsize(redis_client)
     c = make_client()
     with pytest.raises(InvalidRequestError) as info:
         c.submit(params(), account="elsewhere")
     assert info.value.field == "account"
     assert "elsewhere" in str(info.value)
-    assert redis_client.dbsize() == size
+    assert dbsize(redis_client) == size
 
 
 def test_account_removed_from_the_daemon_is_refused(
@@ -568,7 +563,7 @@ def test_submit_many_refuses_malformed_items(client: Client, redis_client: redis
     outcomes = client.submit_many(items)
     assert all(isinstance(o, InvalidRequestError) for o in outcomes)
     assert [o.field for o in outcomes if isinstance(o, SubmitError)] == ["item", "item", "params"]
-    assert redis_client.dbsize() == 0
+    assert dbsize(redis_client) == 0
 
 
 def test_submit_many_sends_in_chunks(client: Client, store: Store) -> None:
