@@ -2,7 +2,10 @@
 
 The envelope is the same on every path (reply queue, `wait`, `get`, webhook body):
 `{"id", "key", "account", "status", "result", "batch_id", "attempts", "metadata",
-"submitted_at", "ended_at"}`, with `result` the Anthropic result object unchanged.
+"submitted_at", "ended_at", "mode"}`, with `result` the Anthropic result object unchanged and
+`mode` the route that produced it (`batch`, or `realtime` when a deadline sent it through the
+Messages API); a request with a deadline adds `deadline`, `deadline_met` and, when missed,
+`deadline_missed` (why: `late`, `unreachable`, or how it ended).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"succeeded", "errored", "canceled", "expired", "rejected", "dead"}
 )
 #: States a request passes through before its terminal one.
-LIVE_STATES: frozenset[str] = frozenset({"pending", "batched"})
+LIVE_STATES: frozenset[str] = frozenset({"pending", "batched", "realtime"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,14 @@ class Result:
     metadata: dict[str, Any] | None = None
     submitted_at: datetime | None = None
     ended_at: datetime | None = None
+    mode: Literal["batch", "realtime"] = "batch"
+    """The route that produced the result: a batch, or the real-time Messages API."""
+    deadline: datetime | None = None
+    deadline_met: bool | None = None
+    """For a request with a deadline: whether it succeeded by then."""
+    deadline_missed: str | None = None
+    """Why a deadline was missed: `late` (succeeded after it), `unreachable` (no batch could
+    make it and the account's policy is `fail`), or how the request ended."""
     raw: bytes = field(default=b"", repr=False, compare=False)
     reply_to: str | None = field(default=None, repr=False, compare=False)
     """The reply queue this result was read from, and the consumer that read it (for `ack`)."""
@@ -99,6 +110,10 @@ class Result:
             metadata=obj.get("metadata"),
             submitted_at=_parse_time(obj.get("submitted_at")),
             ended_at=_parse_time(obj.get("ended_at")),
+            mode="realtime" if obj.get("mode") == "realtime" else "batch",
+            deadline=_parse_time(obj.get("deadline")),
+            deadline_met=obj.get("deadline_met"),
+            deadline_missed=obj.get("deadline_missed"),
             raw=raw,
             reply_to=reply_to,
             consumer=consumer,

@@ -146,6 +146,13 @@ def transport_error(
 ) -> APIConnectionError:
     """The batchd error for a call that got no (complete) HTTP answer."""
     detail = redact(str(exc) or type(exc).__name__, secrets)
+    error: APIConnectionError
     if isinstance(exc, httpx.TimeoutException):
-        return APITimeoutError(f"{operation}: no answer in time ({type(exc).__name__}: {detail})")
-    return APIConnectionError(f"{operation}: connection failed ({type(exc).__name__}: {detail})")
+        error = APITimeoutError(f"{operation}: no answer in time ({type(exc).__name__}: {detail})")
+    else:
+        error = APIConnectionError(
+            f"{operation}: connection failed ({type(exc).__name__}: {detail})"
+        )
+    # No connection was made (or none was free): the request never left this process.
+    error.unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return error

@@ -122,6 +122,12 @@ FAULT_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
         "real seconds a real-time POST /v1/messages takes (default 0)",
     ),
     (
+        "--realtime-lost-response",
+        "realtime_lost_response_rate",
+        "RATE",
+        "fraction of real-time calls billed, then answered with a reset connection",
+    ),
+    (
         "--opaque-results-url",
         "opaque_results_url",
         None,

@@ -80,6 +80,9 @@ class FaultProfile:
     clock_offset: float = 0.0
     # Real seconds a real-time `POST /v1/messages` takes, as (min, max).
     realtime_latency: tuple[float, float] = (0.0, 0.0)
+    # Fraction of real-time calls billed and then answered with a reset connection: the caller
+    # cannot know whether it was billed.
+    realtime_lost_response_rate: float = 0.0
     # results_url names an opaque download path instead of `/v1/messages/batches/{id}/results`.
     opaque_results_url: bool = False
 
@@ -265,6 +268,10 @@ class FaultInjector:
     def reset_results(self) -> bool:
         rate = self.profile.results_reset_rate
         return bool(rate) and self.applies("results") and self.rng.random() < rate
+
+    def lose_realtime_response(self) -> bool:
+        rate = self.profile.realtime_lost_response_rate
+        return bool(rate) and self.applies("messages") and self.rng.random() < rate
 
     def realtime_latency(self) -> float:
         """Real seconds to hold one real-time call before answering it."""

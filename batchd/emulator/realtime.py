@@ -17,6 +17,7 @@ from batchd.emulator.config import LIST_MAX_LIMIT, MODELS_DEFAULT_LIMIT
 from batchd.emulator.endpoint import (
     EXTRA_HEADERS,
     api,
+    cut_connection,
     is_beta,
     json_body,
     json_response,
@@ -120,6 +121,10 @@ async def create_message(
         service_tier="standard",
     )
     workspace.bill_realtime(request.headers.get(CUSTOM_ID_HEADER))
+    if emulator.injector.lose_realtime_response():
+        # Billed, and the answer never arrives.
+        cut_connection(request, reset=True)
+        return web.Response(status=500)
     return json_response(message)
 
 

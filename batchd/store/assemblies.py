@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.defaults import LEDGER_DAY_KEEP_MS, LEDGER_HOUR_KEEP_MS
+from batchd.defaults import DURATION_SAMPLES, LEDGER_DAY_KEEP_MS, LEDGER_HOUR_KEEP_MS
 from batchd.store.keys import Keys
 from batchd.store.records import Assembly, AssemblyRecord, AssemblyState
 from batchd.store.requests import finish_keys
 from batchd.store.runner import Read
-from batchd.store.scripts import Call, call, ints, text
+from batchd.store.scripts import Call, call, text
 
 
 def read(keys: Keys, account: str, asm: str) -> Read[AssemblyRecord | None]:
@@ -188,6 +188,16 @@ def clear_intent(keys: Keys, account: str, asm: str, fence: str) -> Call[int]:
     )
 
 
+def posting(keys: Keys, account: str, asm: str, fence: str) -> Call[bool]:
+    """POSTING: the create's POST is about to start (under the create lock)."""
+    return call(
+        "posting",
+        [keys.create_lock(account), keys.assembly(account, asm)],
+        [fence],
+        lambda r: bool(int(r)),
+    )
+
+
 def mark_unsure(keys: Keys, account: str, asm: str, since_ms: int) -> Read[None]:
     """Note when a create's outcome was first found unknown (it may yet show in the list)."""
     return Read(
@@ -275,18 +285,23 @@ def ended(
     counts: dict[str, int],
     results_url: str | None,
     ended_ms: int,
+    duration_ms: int | None = None,
 ) -> Read[None]:
-    """The batch ended: its results are due for fan-out."""
+    """The batch ended: its results are due for fan-out. `duration_ms`, how long it took from
+    its cut, joins the account's batch durations (capped at DURATION_SAMPLES)."""
     fields: list[Any] = [Assembly.STATE, AssemblyState.ENDED.value, Assembly.ENDED, ended_ms]
     if results_url:
         fields += [Assembly.RESULTS_URL, results_url]
-    return Read(
-        [
-            ("HSET", keys.assembly(account, asm), *fields, *_flat(counts)),
-            ("HDEL", keys.assembly(account, asm), Assembly.NOT_FOUND_SINCE),
-        ],
-        lambda out: None,
-    )
+    commands: list[tuple[Any, ...]] = [
+        ("HSET", keys.assembly(account, asm), *fields, *_flat(counts)),
+        ("HDEL", keys.assembly(account, asm), Assembly.NOT_FOUND_SINCE),
+    ]
+    if duration_ms is not None:
+        commands += [
+            ("LPUSH", keys.durations(account), max(0, duration_ms)),
+            ("LTRIM", keys.durations(account), 0, DURATION_SAMPLES - 1),
+        ]
+    return Read(commands, lambda out: None)
 
 
 def not_found_since(keys: Keys, account: str, asm: str, since_ms: int) -> Read[int]:
@@ -303,6 +318,20 @@ def not_found_since(keys: Keys, account: str, asm: str, since_ms: int) -> Read[i
 
 def found_again(keys: Keys, account: str, asm: str) -> Read[None]:
     return Read([("HDEL", keys.assembly(account, asm), Assembly.NOT_FOUND_SINCE)], lambda out: None)
+
+
+def deadline_cancel(keys: Keys, account: str, asm: str, at_ms: int) -> Read[bool]:
+    """Mark a batch canceled for its earliest deadline (only one replica wins: True for it);
+    its canceled lines go round again by their own deadlines, whatever `retry_canceled`."""
+    return Read(
+        [("HSETNX", keys.assembly(account, asm), Assembly.DEADLINE_CANCEL, at_ms)],
+        lambda out: bool(out[0]),
+    )
+
+
+def deadline_cancel_failed(keys: Keys, account: str, asm: str) -> Read[None]:
+    """The cancel of a batch for its deadline was not made: unmark it, to be tried again."""
+    return Read([("HDEL", keys.assembly(account, asm), Assembly.DEADLINE_CANCEL)], lambda out: None)
 
 
 def operator_cancel(keys: Keys, account: str, asm: str, on: bool) -> Read[None]:
@@ -344,6 +373,22 @@ class Applied:
     requeued: int
     ignored: int
     replies: int
+    ends: tuple[tuple[str, float], ...] = ()
+    """(status, seconds from submit to end) of each request that ended."""
+    escalated: int = 0
+    """Requests sent on to the real-time queue (their deadline, or `retry.expired`)."""
+
+
+def _applied(reply: Any) -> Applied:
+    done, requeued, ignored, queued = (int(v) for v in reply[:4])
+    if len(reply) < 6:
+        return Applied(done, requeued, ignored, queued)
+    now, flat = int(reply[4]), reply[5]
+    ends = tuple(
+        (text(flat[i]), max(0.0, (now - int(flat[i + 1])) / 1000)) for i in range(0, len(flat), 2)
+    )
+    escalated = int(reply[6]) if len(reply) > 6 else 0
+    return Applied(done, requeued, ignored, queued, ends, escalated)
 
 
 def fanout(
@@ -357,15 +402,20 @@ def fanout(
     retention_ms: int,
     max_attempts: int,
     ledger: tuple[str, str, int, int],
+    too_late_ms: int = 0,
+    policy: str = "batch",
 ) -> Call[Applied]:
     """FANOUT: apply result lines of this assembly's batch. `ledger` is (hour bucket key, day
-    bucket key, hour bucket expiry ms, day bucket expiry ms)."""
+    bucket key, hour bucket expiry ms, day bucket expiry ms). A line going round again whose
+    request's deadline is before `too_late_ms` (no new batch can make it) follows `policy`
+    (the account's deadline policy: realtime, fail or batch)."""
     k = [
         *finish_keys(keys, account),
         keys.assembly(account, asm),
         *_lane_keys(keys, account, lane),
         ledger[0],
         ledger[1],
+        keys.realtime_queue(account),
     ]
     a: list[str | bytes | int] = [
         account,
@@ -376,11 +426,13 @@ def fanout(
         lane,
         ledger[2],
         ledger[3],
+        too_late_ms,
+        policy,
     ]
     for line in lines:
         k += keys.request_keys(account, line.token).all()
         a += (line.token, line.cls, line.result, line.usage)
-    return call("fanout", k, a, lambda reply: Applied(*ints(reply)))
+    return call("fanout", k, a, _applied)
 
 
 def missing(
@@ -434,7 +486,7 @@ def fail_all(
 
 def unclaim(keys: Keys, account: str, asm: str, lane: str, tokens: Sequence[str]) -> Call[int]:
     """UNCLAIM: requests of a never-sent assembly go back to their lane, attempt refunded."""
-    k = [keys.counters(account), *_lane_keys(keys, account, lane)]
+    k = [keys.counters(account), *_lane_keys(keys, account, lane), keys.deadlines(account)]
     k += [keys.request(account, t) for t in tokens]
     return call("unclaim", k, [asm, lane, *tokens], int)
 
@@ -457,6 +509,7 @@ def close(
             keys.assemblies(account),
             keys.counters(account),
             keys.batch(account, batch_id) if batch_id else keys.assembly(account, asm),
+            keys.deadline_batches(account),
         ],
         [asm, retention_ms, outcome, batch_id],
         int,

@@ -138,3 +138,46 @@ def known_accounts(keys: Keys) -> Read[frozenset[str]]:
     return Read(
         [("SMEMBERS", keys.accounts())], lambda out: frozenset(text(m) for m in out[0] or ())
     )
+
+
+def note_rate_limit(
+    keys: Keys,
+    account: str,
+    scope: str,
+    limit: int | None,
+    remaining: int | None,
+    reset_ms: int | None,
+    status: int,
+    retry_after: float | None,
+    at_ms: int,
+) -> Read[None]:
+    """What the API last said of the account's rate limit for one scope (batches, messages):
+    kept for `status` and /metrics, which read it from every replica's view."""
+    value = orjson.dumps(
+        {
+            "limit": limit,
+            "remaining": remaining,
+            "reset_ms": reset_ms,
+            "status": status,
+            "retry_after": retry_after,
+            "at_ms": at_ms,
+        }
+    )
+    return Read([("HSET", keys.rate_limits(account), scope, value)], lambda out: None)
+
+
+def rate_limits(keys: Keys, accounts: Sequence[str]) -> Read[dict[str, dict[str, dict[str, Any]]]]:
+    """Per account and scope, what the API last said of its rate limit."""
+    names = list(accounts)
+
+    def parse(out: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for account, raw in zip(names, out, strict=True):
+            if isinstance(raw, Exception) or not raw:
+                continue
+            if isinstance(raw, list):
+                raw = dict(zip(raw[::2], raw[1::2], strict=True))
+            found[account] = {text(k): orjson.loads(v) for k, v in raw.items()}
+        return found
+
+    return Read([("HGETALL", keys.rate_limits(a)) for a in names], parse, errors=True)

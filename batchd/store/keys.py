@@ -208,11 +208,52 @@ class Keys:
         """
         return f"{self.tag(account)}:intent"
 
+    # -- deadlines and the real-time route --------------------------------------------------
+    def deadlines(self, account: str) -> str:
+        """Sorted set: `<token> <lane>` of each pending request that has a deadline, scored by
+        its deadline (ms); what the planner reads to cut, escalate or give up in time."""
+        return f"{self.tag(account)}:dl"
+
+    def deadline_batches(self, account: str) -> str:
+        """Sorted set: assemblies holding requests with a deadline, scored by the earliest one
+        (ms), until they close; the planner cancels a batch that can no longer make it."""
+        return f"{self.tag(account)}:dlb"
+
+    def durations(self, account: str) -> str:
+        """List: how long the account's last batches took from cut to end (ms), newest first,
+        capped (see `defaults.DURATION_SAMPLES`)."""
+        return f"{self.tag(account)}:durations"
+
+    def realtime_queue(self, account: str) -> str:
+        """Sorted set: tokens of requests bound for the real-time Messages API, by when each is
+        due (ms)."""
+        return f"{self.tag(account)}:rtq"
+
+    def realtime_sending(self, account: str) -> str:
+        """Sorted set: tokens whose real-time send intent is written, by when the sender's
+        lease on it runs out (ms); one left there past it is reconciled, never resent."""
+        return f"{self.tag(account)}:rts"
+
+    def realtime_window(self, account: str, minute: int) -> str:
+        """Hash with TTL: `requests` and `tokens` the real-time route sent in that minute (since
+        the epoch), so replicas share the configured per-minute limits."""
+        return f"{self.tag(account)}:rtw:{minute}"
+
+    def realtime_hold(self, account: str) -> str:
+        """String with TTL: present while the API asked the account's real-time calls to wait
+        (a 429's retry-after)."""
+        return f"{self.tag(account)}:rthold"
+
     # -- replies bound for reply queues (each queue lives in its own slot) -------------------
     def reply_outbox(self, account: str) -> str:
         """List: `<seq> <token> <reply_to>` of ended requests whose envelope is due on a reply
         queue; drained in order into each queue (see `replies.drain`)."""
         return f"{self.tag(account)}:out"
+
+    def reply_barrier(self, account: str) -> str:
+        """String with TTL: written before a drain, so the WAIT after it covers every earlier
+        write of the account's slot (see `Store.barrier`); its value means nothing."""
+        return f"{self.tag(account)}:outbarrier"
 
     def reply_parked(self, account: str) -> str:
         """List: outbox entries whose queue refused them (a key of another type); retried."""
@@ -257,6 +298,11 @@ class Keys:
         batches_created, batches_ended:<outcome>, and the outbox sequence."""
         return f"{self.tag(account)}:counters"
 
+    def rate_limits(self, account: str) -> str:
+        """Hash: scope (batches, messages, ...) -> JSON of what the API last said of the
+        account's rate limit there."""
+        return f"{self.tag(account)}:ratelimit"
+
     def counters_by_minute(self, account: str) -> str:
         """Hash: minute since the epoch -> JSON snapshot of `counters` taken in that minute."""
         return f"{self.tag(account)}:counters:m"
@@ -275,6 +321,30 @@ class Keys:
         """Hash: as `ledger_hour`, for one day (days since the epoch)."""
         return f"{self.tag(account)}:ledger:d:{day}"
 
+    def ledger_total(self, account: str) -> str:
+        """Hash: the ledger's fields summed over every day folded in so far (for counters that
+        outlive the day buckets), and `@folded`, the last day folded."""
+        return f"{self.tag(account)}:ledger:total"
+
+    def ledger_once(self, account: str, digest: str) -> str:
+        """String with TTL: a real-time usage record already counted (a retry counts nothing)."""
+        return f"{self.tag(account)}:ledger:once:{digest}"
+
+    # -- budgets ----------------------------------------------------------------------------
+    def budget_inflight(self, account: str) -> str:
+        """Hash: assembly id -> JSON estimate (USD, in total and per tag) of a batch cut under
+        a spend cap, until its results are in the ledger."""
+        return f"{self.tag(account)}:budget:inflight"
+
+    def budget_holds(self, account: str) -> str:
+        """Hash with TTL: lane id -> JSON of the cap holding it (renewed while it holds)."""
+        return f"{self.tag(account)}:budget:holds"
+
+    def budget_closed(self, account: str) -> str:
+        """Hash with TTL: `*` or `tag:<tag>` -> why new submits are refused (a cap is reached
+        and `budgets.refuse_submits` is set)."""
+        return f"{self.tag(account)}:budget:closed"
+
     def migrated(self) -> str:
         """String: the data layout version this Redis holds (see `migrate`)."""
         return f"{self.prefix}:layout"
@@ -283,6 +353,11 @@ class Keys:
     def accounts(self) -> str:
         """Set: the accounts the daemon serves (producers refuse others)."""
         return f"{self.prefix}:accounts"
+
+    def budget_lock(self) -> str:
+        """String with TTL: the lease under which one replica checks a cut against the spend
+        caps and reserves its estimate (caps may span accounts)."""
+        return f"{self.prefix}:budget:lock"
 
     def processes(self) -> str:
         """Sorted set: `batchd run` processes by last heartbeat (ms)."""

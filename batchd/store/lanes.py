@@ -143,6 +143,13 @@ def head(keys: Keys, account: str, lane: str, n: int) -> Read[list[bytes]]:
     return Read([("LRANGE", keys.pending(account, lane), 0, n - 1)], lambda out: list(out[0]))
 
 
+def head_range(keys: Keys, account: str, lane: str, start: int, n: int) -> Read[list[bytes]]:
+    """`n` pending entries of a lane from position `start` (0: the head)."""
+    return Read(
+        [("LRANGE", keys.pending(account, lane), start, start + n - 1)], lambda out: list(out[0])
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """CLAIM's answer."""
@@ -195,6 +202,7 @@ def claim(
         keys.lane_stats(account, lane),
         keys.assemblies(account),
         keys.quarantine(account),
+        keys.deadline_batches(account),
     ]
     for e in entries:
         k += keys.request_keys(account, _entry_token(e)).all()

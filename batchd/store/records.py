@@ -21,10 +21,12 @@ from batchd.store.scripts import text
 
 
 class RequestStatus(StrEnum):
-    """Where a request is: waiting in a lane, in a batch, or ended (terminal)."""
+    """Where a request is: waiting in a lane, in a batch, on the real-time route (queued or being
+    sent, after its deadline made it leave the batch route), or ended (terminal)."""
 
     PENDING = "pending"
     BATCHED = "batched"
+    REALTIME = "realtime"
     SUCCEEDED = "succeeded"
     ERRORED = "errored"
     CANCELED = "canceled"
@@ -34,7 +36,7 @@ class RequestStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (RequestStatus.PENDING, RequestStatus.BATCHED)
+        return self not in (RequestStatus.PENDING, RequestStatus.BATCHED, RequestStatus.REALTIME)
 
 
 TERMINAL = frozenset(s for s in RequestStatus if s.terminal)
@@ -78,10 +80,13 @@ class Field:
     METADATA = "md"  # JSON
     TAG = "tg"
     DEADLINE = "dl"  # ms
+    ESTIMATE = "es"  # `<max_tokens> <model>`: what a spend cap's estimate of it starts from
     SUBMITTED = "ts"  # ms
     ENQUEUED = "eq"  # ms
     LAST_ERROR = "le"  # result JSON
     RESULT = "res"  # envelope, in ended hashes of an earlier layout
+    REALTIME_INTENT = "rs"  # the real-time sender's intent id, while a send may be under way
+    REALTIME_ATTEMPTS = "ra"  # real-time sends so far
 
 
 #: The fields `read_request` asks for, in this order.
@@ -222,11 +227,14 @@ class Assembly:
     INTENT = "intent"
     INTENT_FENCE = "ifence"
     UNSURE_SINCE = "iunsure"
+    POSTED = "iposted"  # the create's POST was about to start (ms)
     BATCH_ID = "bid"
     RESULTS_URL = "rurl"
     SUBMITTED = "submitted"
     POLLS = "polls"
     OPERATOR_CANCEL = "opcancel"
+    DEADLINE = "dl"  # the earliest deadline of its requests (ms), set at claim
+    DEADLINE_CANCEL = "dlcancel"  # ms the planner canceled its batch for that deadline
     CLOSED = "closed"
     NOT_FOUND_SINCE = "nf404"
     ENDED = "ended"
@@ -251,6 +259,7 @@ class AssemblyRecord:
     intent_ms: int | None = None
     intent_fence: str | None = None
     unsure_since_ms: int | None = None
+    posted_ms: int | None = None
     batch_id: str | None = None
     results_url: str | None = None
     submitted_ms: int | None = None
@@ -258,6 +267,10 @@ class AssemblyRecord:
     closed_ms: int | None = None
     polls: int = 0
     operator_canceled: bool = False
+    deadline_ms: int | None = None
+    """The earliest deadline of its requests, if any has one."""
+    deadline_canceled_ms: int | None = None
+    """When the planner canceled its batch for that deadline."""
     not_found_since_ms: int | None = None
     job: str | None = None
     fetches: int = 0
@@ -302,6 +315,7 @@ class AssemblyRecord:
             intent_ms=num(Assembly.INTENT),
             intent_fence=a.get(Assembly.INTENT_FENCE) or None,
             unsure_since_ms=num(Assembly.UNSURE_SINCE),
+            posted_ms=num(Assembly.POSTED),
             batch_id=a.get(Assembly.BATCH_ID) or None,
             results_url=a.get(Assembly.RESULTS_URL) or None,
             submitted_ms=num(Assembly.SUBMITTED),
@@ -309,6 +323,8 @@ class AssemblyRecord:
             closed_ms=num(Assembly.CLOSED),
             polls=num(Assembly.POLLS) or 0,
             operator_canceled=a.get(Assembly.OPERATOR_CANCEL) == "1",
+            deadline_ms=num(Assembly.DEADLINE),
+            deadline_canceled_ms=num(Assembly.DEADLINE_CANCEL),
             not_found_since_ms=num(Assembly.NOT_FOUND_SINCE),
             job=a.get(Assembly.JOB) or None,
             fetches=num(Assembly.FETCHES) or 0,

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from batchd.store.keys import Keys, key_digest, new_token, request_id, split_request_id
 from batchd.store.records import REQUEST_FIELDS, Field, Lane, RequestRecord, parse_request
 from batchd.store.runner import Read, checked
@@ -35,6 +37,7 @@ class NewRequest:
     metadata: str = ""  # JSON
     tag: str = ""
     deadline_ms: int | None = None
+    estimate: str = ""  # `<max_tokens> <model>`, for spend caps (see budgets)
 
     @property
     def key_digest(self) -> str:
@@ -60,6 +63,7 @@ def _extras(r: NewRequest) -> str:
         (Field.METADATA, r.metadata),
         (Field.TAG, r.tag),
         (Field.DEADLINE, "" if r.deadline_ms is None else str(r.deadline_ms)),
+        (Field.ESTIMATE, r.estimate),
         ("@bd", r.body_digest if r.key is not None else ""),
     ):
         if value:
@@ -86,7 +90,12 @@ def submit(
     lanes: dict[Lane, int] = {}
     for r in requests:
         lanes.setdefault(r.lane, len(lanes) + 1)
-    k: list[str] = [keys.counters(account), keys.lanes(account), keys.lane_betas(account)]
+    k: list[str] = [
+        keys.counters(account),
+        keys.lanes(account),
+        keys.lane_betas(account),
+        keys.deadlines(account),
+    ]
     a: list[str | bytes | int] = [account, idempotency_ms, len(lanes)]
     for lane in lanes:
         k += (keys.pending(account, lane.id), keys.lane_stats(account, lane.id))
@@ -110,6 +119,7 @@ def finish_keys(keys: Keys, account: str) -> list[str]:
         keys.reply_outbox(account),
         keys.deliveries_due(account),
         keys.dead(account),
+        keys.deadlines(account),
     ]
 
 
@@ -225,6 +235,31 @@ class DeadLetter:
     envelope: bytes | None
     requeueable: bool
 
+    @property
+    def account(self) -> str:
+        return self.id.partition(".")[0]
+
+    @property
+    def error(self) -> tuple[str, str]:
+        """(type, message) of the last failure: the API's error type (`overloaded_error`,
+        batchd's `missing_result`), or the result's own type (`expired`, `canceled`)."""
+        try:
+            result = orjson.loads(self.envelope or b"{}").get("result")
+        except (orjson.JSONDecodeError, AttributeError):
+            return "unknown", "the stored result cannot be read"
+        if not isinstance(result, dict):
+            return "unknown", ""
+        err = result.get("error")
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+        if isinstance(err, dict):
+            return str(err.get("type") or "unknown"), str(err.get("message") or "")
+        return str(result.get("type") or "unknown"), ""
+
+    @property
+    def error_type(self) -> str:
+        return self.error[0]
+
 
 def list_dead(
     keys: Keys, account: str, *, offset: int = 0, limit: int = 100
@@ -337,5 +372,43 @@ def find_attempt(keys: Keys, account: str, caller: str, digest: str) -> Read[str
     return Read(
         [("GET", _attempt_key(keys, account, caller, digest))],
         lambda out: text(out[0]) or None if not isinstance(out[0], Exception) else None,
+        errors=True,
+    )
+
+
+# -- blocking on request ends ------------------------------------------------------------------
+
+
+def block_on_end(keys: Keys, account: str, token: str, timeout: float) -> tuple[Any, ...]:
+    """The blocking command a `wait` caller sends: BLMOVE of the request's done list onto
+    itself, which wakes every waiter and consumes nothing."""
+    dk = keys.done(account, token)
+    return ("BLMOVE", dk, dk, "LEFT", "LEFT", timeout)
+
+
+def block_on_any(done_lists: Sequence[str], timeout: float) -> tuple[Any, ...]:
+    """One blocking command over many done lists (of one account: one hash slot): BLMPOP."""
+    return ("BLMPOP", timeout, len(done_lists), *done_lists, "LEFT")
+
+
+def woke(reply: Any) -> tuple[str, list[Any]] | None:
+    """(done list, its elements) of a BLMPOP that returned; None when it timed out."""
+    if not reply:
+        return None
+    key = reply[0]
+    return (key.decode() if isinstance(key, bytes) else str(key)), list(reply[1])
+
+
+def put_back(done_list: str, elements: Sequence[Any]) -> Read[None]:
+    """What BLMPOP took goes back, so other waiters of the same request see it too."""
+    return Read([("RPUSH", done_list, *elements)], lambda out: None)
+
+
+def nonempty(done_lists: Sequence[str]) -> Read[list[str]]:
+    """Which of these done lists hold an element (their requests ended)."""
+    names = list(done_lists)
+    return Read(
+        [("LLEN", d) for d in names],
+        lambda out: [d for d, n in zip(names, out, strict=True) if isinstance(n, int) and n > 0],
         errors=True,
     )

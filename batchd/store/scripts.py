@@ -32,6 +32,9 @@ _WITH_COMMON = frozenset(
         "unclaim",
         "close",
         "requeue_dead",
+        "escalate",
+        "rt_claim",
+        "rt_settle",
     }
 )
 
@@ -84,6 +87,12 @@ NAMES = (
     "wh_release",
     "wh_retry",
     "schedule",
+    "posting",
+    "ledger_record",
+    "ledger_fold",
+    "escalate",
+    "rt_claim",
+    "rt_settle",
 )
 SCRIPTS: dict[str, Script] = {name: _load(name) for name in NAMES}
 

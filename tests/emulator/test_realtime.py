@@ -98,6 +98,19 @@ def test_realtime_latency_holds_the_answer(sdk: anthropic.Anthropic, emu: Emulat
     assert time.monotonic() - started >= 0.3
 
 
+def test_lost_realtime_response_is_billed_without_an_answer(
+    http: httpx.Client, emu: EmulatorProcess
+) -> None:
+    """realtime_lost_response_rate bills the call, then resets the connection unanswered."""
+    emu.set_profile({"realtime_lost_response_rate": 1.0})
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": QUESTION}
+    with pytest.raises(httpx.TransportError):
+        http.post("/v1/messages", json=body, headers={"batchd-custom-id": CUSTOM_ID})
+    audit = emu.audit()[emu.api_key]
+    assert audit["realtime_billed"] == 1
+    assert audit["realtime_double_billed"] == []
+
+
 def test_audit_counts_realtime_billing(sdk: anthropic.Anthropic, emu: EmulatorProcess) -> None:
     """Each answered call is billed; the same batchd-custom-id twice is reported."""
     ask(sdk, extra_headers={"batchd-custom-id": CUSTOM_ID})

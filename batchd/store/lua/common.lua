@@ -48,15 +48,21 @@ local function rejected(field)
     .. '}}}'
 end
 
+-- The result of a request no batch can finish before its deadline, under deadline_policy fail.
+local DEADLINE_EXCEEDED = '{"type":"errored","error":{"type":"error","error":{"type":'
+  .. '"deadline_exceeded","message":"no batch can end before the request\'s deadline, and '
+  .. 'its account\'s deadline_policy is fail"}}}'
+
 -- The record fields `finish` needs, read with the fields a caller checks in one HMGET:
 -- k idempotency key (JSON), rt reply_to, cb callback_url, md metadata (JSON), ts submitted ms,
 -- at attempts, n framed size, pr lane, tg tag, dl deadline ms.
 local FINISH_FIELDS = {'k', 'rt', 'cb', 'md', 'ts', 'at', 'n', 'pr', 'tg', 'dl'}
 local NFINISH = #FINISH_FIELDS
 
--- The account keys every script that ends requests declares first, in this order.
-local K_COUNTERS, K_OUTBOX, K_WHDUE, K_DEAD = 1, 2, 3, 4
-local NACCOUNT = 4
+-- The account keys every script that ends requests declares first, in this order: counters,
+-- reply outbox, webhook due set, dead set, and the pending deadlines (see `keys.deadlines`).
+local K_COUNTERS, K_OUTBOX, K_WHDUE, K_DEAD, K_DEADLINES = 1, 2, 3, 4, 5
+local NACCOUNT = 5
 
 -- What every request that ends in one script call shares: computed once per call.
 local function context(account, batch_id, now, retention)
@@ -70,13 +76,42 @@ local function context(account, batch_id, now, retention)
     rid_open = string.sub(cjson.encode(account .. '.'), 1, -2),
     account_json = ',"account":' .. acct .. ',"status":"',
     batch_json = ',"batch_id":' .. jstr(batch_id ~= '' and batch_id or nil) .. ',"attempts":',
-    ended = '","ended_at":"' .. iso(now) .. '"}',
+    ended = '","ended_at":"' .. iso(now) .. '"',
+    -- the route that produced the result; a script ending requests in real time sets its own
+    mode = ',"mode":"batch"}',
+    -- why a deadline was missed when the status alone does not say (`unreachable`, ...)
+    missed = false,
+    -- whether the requests this call ends may be pending (in the planner's set of deadlines)
+    pending = false,
     -- submit times as text, by ms: the requests of one call often share theirs
     times = {},
     counts = {}, params = {},
     replies = {}, hooks = {}, dead = false,
-    lane = false, requeued = {}, requeued_bytes = 0,
+    lane = false, requeued = {}, requeued_bytes = 0, ends = {},
+    -- the deadlines zset's members to drop and to add (score, member pairs), written once
+    dl_rm = {}, dl_add = {}, dl_counts = {},
   }
+end
+
+-- The deadlines zset's member of a request: `<token> <lane>`, so the planner knows its lane.
+local function dl_member(token, lane)
+  return token .. ' ' .. (lane or '')
+end
+
+-- The envelope's deadline fields of a request ending now with `status` (deadline `dl`, ms):
+-- its deadline, whether it was met (a success by then), and why not. Counted per call.
+local function deadline_json(c, dl, status)
+  local met = status == 'succeeded' and c.now <= tonumber(dl)
+  local out = ',"deadline":"' .. iso(dl) .. '","deadline_met":'
+  local counts = c.dl_counts
+  if met then
+    counts['deadlines_met'] = (counts['deadlines_met'] or 0) + 1
+    return out .. 'true'
+  end
+  local why = status == 'succeeded' and 'late' or c.missed or status
+  counts['deadlines_missed'] = (counts['deadlines_missed'] or 0) + 1
+  counts['deadlines_missed:' .. why] = (counts['deadlines_missed:' .. why] or 0) + 1
+  return out .. 'false,"deadline_missed":"' .. why .. '"'
 end
 
 -- Whether any of these waiter keys exists: one call for many, so the requests of a fan-out
@@ -121,11 +156,18 @@ local function finish(c, token, b, status, result, f, o)
     submitted = iso(ts)
     c.times[ts] = submitted
   end
+  local dl = f[o + 9]
+  local dpart = ''
+  if dl and is_uint(dl) then
+    dpart = deadline_json(c, dl, status)
+    -- a pending one leaves the planner's set (the callers that end pending requests say so)
+    if c.pending then c.dl_rm[#c.dl_rm + 1] = dl_member(token, f[o + 7]) end
+  end
   local env = '{"id":' .. c.rid_open .. token .. '","key":' .. (key or 'null')
     .. c.account_json .. status .. '","result":' .. result
     .. c.batch_json .. (at or '0')
     .. ',"metadata":' .. (md or 'null')
-    .. ',"submitted_at":"' .. submitted .. c.ended
+    .. ',"submitted_at":"' .. submitted .. c.ended .. dpart .. c.mode
   if status == 'dead' then
     -- Kept so an operator can send it again: the params for `retention`, and what the record
     -- said about where its result goes.
@@ -163,7 +205,23 @@ local function finish(c, token, b, status, result, f, o)
     c.hooks[#c.hooks + 1] = token
   end
   c.counts[status] = (c.counts[status] or 0) + 1
+  -- status and submit time of each ended request: the caller's turnaround histogram
+  c.ends[#c.ends + 1] = status
+  c.ends[#c.ends + 1] = ts
   return env
+end
+
+-- Write the call's changes to the planner's deadlines zset `key`: members dropped (requests
+-- that ended or left `pending`), members added (requests back to `pending`).
+local function deadlines_done(c, key)
+  local rm = c.dl_rm
+  for i = 1, #rm, 1000 do
+    redis.call('ZREM', key, unpack(rm, i, math.min(i + 999, #rm)))
+  end
+  local add = c.dl_add
+  for i = 1, #add, 1000 do
+    redis.call('ZADD', key, unpack(add, i, math.min(i + 999, #add)))
+  end
 end
 
 -- After the last finish of a call: feed the reply outbox (numbered in order) and the webhook
@@ -190,6 +248,10 @@ local function done_all(c)
   for status, n in pairs(c.counts) do
     redis.call('HINCRBY', KEYS[K_COUNTERS], 'ended:' .. status, n)
   end
+  for name, n in pairs(c.dl_counts) do
+    redis.call('HINCRBY', KEYS[K_COUNTERS], name, n)
+  end
+  deadlines_done(c, KEYS[K_DEADLINES])
   if c.dead then
     redis.call('ZREMRANGEBYSCORE', KEYS[K_DEAD], '-inf', c.now - c.retention)
   end
@@ -198,11 +260,16 @@ end
 
 -- Put a request back at the tail of the call's lane (`c.lane`, whose keys the caller declared);
 -- false (nothing done) when the record's lane or size is spoiled, so the caller ends it instead.
--- `n` and `pr` are the record's fields. The lane's counters are written once, in `lane_done`.
-local function requeue(c, token, rk, n, pr, last_error)
+-- `n`, `pr` and `dl` are the record's fields. The lane's counters are written once, in
+-- `lane_done`; a deadline puts it back in the planner's set (`deadlines_done`).
+local function requeue(c, token, rk, n, pr, last_error, dl)
   if pr ~= c.lane or not n or not is_uint(n) then return false end
   redis.call('HSET', rk, 'st', 'pending', 'le', last_error, 'eq', c.now)
   redis.call('HDEL', rk, 'a')
+  if dl and is_uint(dl) then
+    c.dl_add[#c.dl_add + 1] = dl
+    c.dl_add[#c.dl_add + 1] = dl_member(token, pr)
+  end
   local q = c.requeued
   q[#q + 1] = token .. ' ' .. n .. ' ' .. c.now
   c.requeued_bytes = c.requeued_bytes + tonumber(n)

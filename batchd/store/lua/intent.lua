@@ -18,5 +18,5 @@ end
 local now = now_ms()
 redis.call('SET', KEYS[2], asm)
 redis.call('HSET', KEYS[3], 'st', 'submitting', 'intent', now, 'ifence', fence)
-redis.call('HDEL', KEYS[3], 'iunsure')
+redis.call('HDEL', KEYS[3], 'iunsure', 'iposted')
 return now

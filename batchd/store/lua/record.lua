@@ -12,7 +12,7 @@ if cur == bid then return {2, bid} end
 if cur then return {-1, cur} end
 local now = now_ms()
 redis.call('HSET', ak, 'bid', bid, 'st', 'submitted', 'submitted', now, 'polls', 0)
-redis.call('HDEL', ak, 'intent', 'ifence', 'iunsure')
+redis.call('HDEL', ak, 'intent', 'ifence', 'iunsure', 'iposted')
 if ARGV[5] ~= '' then redis.call('HSET', ak, 'rurl', ARGV[5]) end
 if redis.call('GET', KEYS[2]) == asm then redis.call('DEL', KEYS[2]) end
 redis.call('SET', KEYS[3], asm)

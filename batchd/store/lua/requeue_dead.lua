@@ -1,7 +1,8 @@
 #!lua
 -- REQUEUE_DEAD: send a dead request round again from its first attempt: its record becomes a
 -- pending hash again (from the dead letter), its params are kept again, and it goes to the tail
--- of its lane. Its earlier `dead` result was delivered; the next one is delivered too.
+-- of its lane. Its earlier `dead` result was delivered; the next one is delivered too. Its
+-- deadline, if it had one, is dropped: sent again by an operator, it is done whenever it can be.
 -- KEYS: 1 the account's counters, 2 the dead set, 3 the request's record, 4 its params, 5 its
 --       dead letter, 6 its done list, 7 its lane's pending list, 8 the lane's counters, 9 the
 --       lane set.
@@ -17,7 +18,7 @@ for i = 1, #x, 2 do
   local name, value = x[i], x[i + 1]
   if name == 'pr' then pr = value end
   if name == 'n' then n = value end
-  if name ~= 'at' and name ~= 'st' and name ~= 'a' and name ~= 'eq' then
+  if name ~= 'at' and name ~= 'st' and name ~= 'a' and name ~= 'eq' and name ~= 'dl' then
     fields[#fields + 1] = name
     fields[#fields + 1] = value
   end
