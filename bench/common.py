@@ -23,6 +23,10 @@ from typing import Any
 import redis
 
 from batchd import Settings
+from batchd.store import Keys, Read, Store, connect
+from batchd.store import counters as counter_store
+from tests.support.daemon import FAST_ENV
+from tests.support.daemon import daemon_env as _test_daemon_env
 from tests.support.emulator import EmulatorProcess
 from tests.support.redis import RedisServer
 
@@ -75,12 +79,18 @@ class Sizes:
     replicas_requests: int  # requests of the 1-vs-3 replicas run
     replicas_batch: int  # batch.max_requests in that run
     memory: int  # pending requests per size in the Redis memory measure
+    slow_reps: int  # repetitions of the benchmarks that wait on batchd's real timings
+    delivery: int  # requests in the batch each result channel receives
+    recovery: int  # requests of each crash run (batches of RECOVERY_BATCH)
+    in_flight: tuple[int, ...]  # batches in flight at once, for detection and API calls
+    cpu_ops: int  # operations per CPU-per-operation measure
 
 
 QUICK = Sizes("quick", 3, 20_000, 2_000, 20_000, 20_000, 5_000, 10_000, (1_000, 10_000), 10_000,
-              2_000, 10_000)  # fmt: skip
+              2_000, 10_000, 1, 5_000, 2_000, (1, 10, 100), 5_000)  # fmt: skip
 FULL = Sizes("full", 3, 100_000, 10_000, 100_000, 100_000, 20_000, 100_000,
-             (1_000, 10_000, 100_000), 100_000, 10_000, 20_000)  # fmt: skip
+             (1_000, 10_000, 100_000), 100_000, 10_000, 20_000, 3, 10_000, 5_000, (1, 10, 100),
+             20_000)  # fmt: skip
 
 
 @dataclass
@@ -270,9 +280,16 @@ def emulator(ctx: Context, name: str, *args: str) -> Iterator[EmulatorProcess]:
         emu.stop()
 
 
+#: The rq Redis of each cluster a benchmark started (rq needs a standalone server): a cluster URL
+#: alone is no valid configuration.
+RQ_URLS: dict[str, str] = {}
+
+
 def settings(redis_url: str, api_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:
     """Settings for an in-process Client/Runtime against the benchmark's Redis and emulator."""
     sections: dict[str, Any] = {"api": {"base_url": api_url}}
+    if redis_url in RQ_URLS:
+        sections["redis"] = {"rq_url": RQ_URLS[redis_url]}
     sections.update(overrides)
     return Settings.load(redis_url=redis_url, accounts={ACCOUNT: {"api_key": API_KEY}}, **sections)
 
@@ -304,3 +321,77 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, step: flo
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(step)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0 to 100) of `values`, linearly interpolated."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def store_at(url: str) -> Store:
+    """A Store on the benchmark's Redis (or cluster), under batchd's default prefix."""
+    return Store(connect(url), Keys())
+
+
+def counters(store: Store) -> dict[str, int]:
+    """The benchmark account's counters (submitted, ended:<status>, batches_created, ...)."""
+    return store.read(counter_store.read(store.keys, [ACCOUNT]))[ACCOUNT]
+
+
+def ended(store: Store) -> int:
+    """Requests of the benchmark account that have ended, in any status."""
+    return sum(v for k, v in counters(store).items() if k.startswith("ended:"))
+
+
+def daemon_env(
+    redis_url: str, api_url: str, extra: dict[str, str] | None = None, *, fast: bool = True
+) -> dict[str, str]:
+    """The environment of a `batchd run` for a benchmark. `fast`: the test suite's short
+    timings (polls from 0.1 s, 3 s leases); otherwise batchd's own defaults, as shipped."""
+    env = _test_daemon_env(redis_url, api_url, API_KEY)
+    if not fast:
+        for name in FAST_ENV:
+            if name not in ("BATCHD_LOG__FORMAT", "BATCHD_HTTP__PORT"):
+                env.pop(name, None)
+    env["BATCHD_LOG__LEVEL"] = "warning"
+    env.update(extra or {})
+    return env
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    """CPU seconds redis-server has used (INFO cpu: main thread and children, user + sys)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def commandstats(client: redis.Redis) -> dict[str, tuple[int, float]]:
+    """INFO commandstats: command name -> (calls, usec)."""
+    out: dict[str, tuple[int, float]] = {}
+    for name, stats in client.info("commandstats").items():
+        if isinstance(stats, dict):
+            out[name.removeprefix("cmdstat_")] = (int(stats["calls"]), float(stats["usec"]))
+    return out
+
+
+def usec_per_call(
+    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]], command: str
+) -> tuple[float, int]:
+    """Redis's own microseconds per call of `command` between two INFO commandstats, and how
+    many calls there were."""
+    calls = after.get(command, (0, 0.0))[0] - before.get(command, (0, 0.0))[0]
+    usec = after.get(command, (0, 0.0))[1] - before.get(command, (0, 0.0))[1]
+    return (usec / calls if calls else 0.0), calls
+
+
+def read_all(store: Store, reads: list[Read[Any]], chunk: int = 1000) -> None:
+    """Send many store reads (writes too: Read is any pipelined command group) in pipelines of
+    about `chunk` reads, their replies checked and dropped."""
+    for i in range(0, len(reads), chunk):
+        part = reads[i : i + chunk]
+        store.read(Read([c for r in part for c in r.commands], lambda out: None))

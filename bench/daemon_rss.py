@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchd import Client, Settings
+from batchd.store import counters as counter_store
 from tests.support.daemon import DaemonProcess, daemon_env, wait_for
 from tests.support.emulator import EmulatorProcess
 from tests.support.redis import RedisServer
@@ -119,10 +120,9 @@ def main() -> int:
                 client.submit_many([{"params": params} for _ in range(n)])
 
             def ended() -> bool:
-                raw = client.redis.hgetall(client.keys.counters())
-                return (
-                    sum(int(v) for k, v in raw.items() if k.startswith(b"ended:")) >= args.requests
-                )
+                found = client.store.read(counter_store.read(client.keys, ["default"]))
+                done = sum(v for k, v in found["default"].items() if k.startswith("ended:"))
+                return done >= int(args.requests)
 
             wait_for(ended, 1800, "every request to end", step=0.5)
         took = time.monotonic() - started

@@ -11,14 +11,16 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from batchd import Client, Ticket
 from bench.common import (
-    API_KEY,
     Context,
     Row,
     cpu_seconds,
+    daemon_env,
     emulator,
     median,
     params,
@@ -27,7 +29,8 @@ from bench.common import (
     tree,
     wait_until,
 )
-from tests.support.daemon import DaemonProcess, daemon_env
+from bench.stack import listening
+from tests.support.daemon import DaemonProcess
 
 NAME = "e2e"
 QUEUE = "bench-e2e"
@@ -45,17 +48,19 @@ import json, os, sys, time
 from batchd import Client, Settings
 url, queue, n, PREFETCH = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 client = Client(settings=Settings.load(redis_url=url))
+t0 = os.times()
 print("ready", flush=True)
 got = 0
-for result in client.replies(queue, timeout=600, prefetch=PREFETCH):
-    got += 1
-    if got == n:
-        client.ack(queue, result)
-        break
+with client.replies(queue, timeout=600, prefetch=PREFETCH) as stream:
+    for result in stream:
+        got += 1
+        if got == n:
+            break  # leaving the loop acknowledges what was read
 last = time.time()
 t = os.times()
 client.close()
-print(json.dumps({"got": got, "last": last, "cpu": t.user + t.system}), flush=True)
+cpu = t.user + t.system - t0.user - t0.system
+print(json.dumps({"got": got, "last": last, "cpu": cpu}), flush=True)
 """
 
 
@@ -76,8 +81,15 @@ def self_cpu() -> float:
     return t.user + t.system
 
 
-def one_run(ctx: Context, n: int, replicas: int = 1, max_requests: int | None = None) -> Run:
-    """Fresh Redis, emulator and daemons; submit n, read n replies; measure."""
+def one_run(
+    ctx: Context,
+    n: int,
+    replicas: int = 1,
+    max_requests: int | None = None,
+    watch: Callable[[str], AbstractContextManager[object]] | None = None,
+) -> Run:
+    """Fresh Redis, emulator and daemons; submit n, read n replies; measure. `watch(redis
+    url)`, if given, is entered as the first submit starts and left after the last reply."""
     tag = f"{NAME}-{n}-{replicas}"
     extra = dict(DAEMON_ENV)
     if max_requests:
@@ -86,7 +98,7 @@ def one_run(ctx: Context, n: int, replicas: int = 1, max_requests: int | None = 
         redis_server(ctx, tag) as server,
         emulator(ctx, tag + "-emulator", "--processing-time", "0") as emu,
     ):
-        env = daemon_env(server.url, emu.url, API_KEY, extra)
+        env = daemon_env(server.url, emu.url, extra)
         daemons = [DaemonProcess(ctx.scratch(f"{tag}-d{i}"), env) for i in range(replicas)]
         client = Client(settings=settings(server.url, emu.url))
         consumer = subprocess.Popen(
@@ -97,11 +109,10 @@ def one_run(ctx: Context, n: int, replicas: int = 1, max_requests: int | None = 
         try:
             for d in daemons:
                 d.start()
-            wait_until(lambda: client.redis.zcard(client.keys.processes()) >= replicas, 60,
-                       "the daemons")  # fmt: skip
-            # Their stage workers are up too before the clock starts.
-            wait_until(lambda: all(len(tree(d.proc.pid)) >= 3 for d in daemons if d.proc), 60,
-                       "the stage workers")  # fmt: skip
+            wait_until(lambda: client.daemons_alive() >= replicas, 60, "the daemons")
+            # Their stage workers listen on their queues too before the clock starts.
+            wait_until(lambda: all(listening(d.proc.pid, client.store) >= 2 for d in daemons
+                                   if d.proc), 120, "the stage workers", 0.05)  # fmt: skip
             assert consumer.stdout is not None
             assert consumer.stdout.readline().strip() == "ready"
             pids = {
@@ -110,17 +121,18 @@ def one_run(ctx: Context, n: int, replicas: int = 1, max_requests: int | None = 
                 "emulator": [emu.proc.pid] if emu.proc else [],
             }
             before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
-            producer0 = self_cpu()
-            started = time.time()
-            for start in range(0, n, 10_000):
-                items = [
-                    {"params": params(i), "reply_to": QUEUE}
-                    for i in range(start, min(n, start + 10_000))
-                ]
-                out = client.submit_many(items)
-                assert all(isinstance(o, Ticket) for o in out)
-            producer = self_cpu() - producer0
-            line = consumer.stdout.readline()
+            with watch(server.url) if watch is not None else nullcontext():
+                producer0 = self_cpu()
+                started = time.time()
+                for start in range(0, n, 10_000):
+                    items = [
+                        {"params": params(i), "reply_to": QUEUE}
+                        for i in range(start, min(n, start + 10_000))
+                    ]
+                    out = client.submit_many(items)
+                    assert all(isinstance(o, Ticket) for o in out)
+                producer = self_cpu() - producer0
+                line = consumer.stdout.readline()
             after = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
             got = json.loads(line)
             assert got["got"] == n, got

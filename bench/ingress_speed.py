@@ -20,7 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import redis
+from batchd.store import Keys, Store, connect
+from batchd.store import counters as counter_store
 
 PARAMS = {
     "model": "claude-sonnet-4-5",
@@ -191,9 +192,10 @@ def main() -> None:
         cpu_used = cpu_seconds(daemon_pid) - cpu_before
         stored = None
         if redis_url is not None:
-            client = redis.Redis.from_url(redis_url)
-            stored = int(client.hget("batchd:counters", "submitted") or 0)
-            client.close()
+            store = Store(connect(redis_url), Keys())
+            found = store.read(counter_store.read(store.keys, ["default"]))
+            stored = found["default"].get("submitted", 0)
+            store.close()
         print(
             f"{args.n} submits in {result['seconds']:.2f}s: {result['per_second']:,.0f}/s over "
             f"{args.connections} keep-alive connections (p50 {result['p50_ms']:.1f} ms, "

@@ -12,12 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
-from batchd import Client, aggregate, stages
+from batchd import Client, Ticket, aggregate
+from batchd.defaults import ENTRY_CHUNK
 from batchd.runtime import Runtime, lease
+from batchd.stages.submit import body_chunks
+from batchd.store import AssemblyRecord, new_token
+from batchd.store import assemblies as asm_store
 from bench.common import (
     ACCOUNT,
     Context,
@@ -34,29 +38,40 @@ NAME = "upload"
 MB = 1024 * 1024
 
 
-def prepare(
-    redis_url: str, n: int, size: int = 2500, reply_to: str | None = None
-) -> tuple[str, int]:
-    """Submit `n` requests and claim them into one assembly; returns (assembly, body length)."""
-    s = settings(redis_url, batch={"max_requests": n})
-    client = Client(settings=s)
+def submit_all(redis_url: str, n: int, size: int = 2500, reply_to: str | None = None) -> None:
+    """Submit `n` requests of `size`-byte params (untimed set-up)."""
+    client = Client(settings=settings(redis_url))
     try:
         for start in range(0, n, 10_000):
             items = [
                 {"params": params(i, size), "reply_to": reply_to}
                 for i in range(start, min(n, start + 10_000))
             ]
-            client.submit_many(items)
+            out = client.submit_many(items)
+            assert all(isinstance(o, Ticket) for o in out), "a benchmark submit failed"
     finally:
         client.close()
-    rt = Runtime(s)
+
+
+def claim_all(redis_url: str, n: int) -> tuple[str, int]:
+    """Claim the first `n` pending requests of lane 0 into one assembly, as the aggregator
+    does; returns (assembly, body length)."""
+    rt = Runtime(settings(redis_url, batch={"max_requests": n}))
     try:
-        asm = "BENCHASSEMBLY0000000000000"
-        count, clen = aggregate.claim(rt, ACCOUNT, 0, asm)
+        asm = new_token()
+        count, clen = aggregate.claim(rt, ACCOUNT, "0", asm)
         assert count == n, f"claimed {count} of {n}"
         return asm, clen
     finally:
         rt.close()
+
+
+def prepare(
+    redis_url: str, n: int, size: int = 2500, reply_to: str | None = None
+) -> tuple[str, int]:
+    """Submit `n` requests and claim them into one assembly; returns (assembly, body length)."""
+    submit_all(redis_url, n, size, reply_to)
+    return claim_all(redis_url, n)
 
 
 def peak_rss() -> int:
@@ -73,18 +88,23 @@ def reset_peak() -> None:
         fh.write("5")
 
 
+def assembly(rt: Runtime, asm: str) -> AssemblyRecord:
+    found = rt.store.read(asm_store.read(rt.keys, ACCOUNT, asm))
+    assert found is not None, f"no assembly {asm}"
+    return found
+
+
 def read_params(rt: Runtime, asm: str) -> int:
     """The baseline: read the assembly's entries and their params from Redis, nothing else."""
-    ek = rt.keys.assembly_entries(ACCOUNT, asm)
-    pk = rt.keys.params(ACCOUNT)
     total = start = 0
     while True:
-        entries = cast(list[bytes], rt.redis.lrange(ek, start, start + stages.ENTRY_CHUNK - 1))
+        entries = rt.store.read(asm_store.entries(rt.keys, ACCOUNT, asm, start, ENTRY_CHUNK))
         if not entries:
             return total
         start += len(entries)
-        found = rt.redis.hmget(pk, [e.split(b" ", 1)[0] for e in entries])
-        total += sum(len(p) for p in found)
+        tokens = [e.split(b" ", 1)[0].decode() for e in entries]
+        found = rt.store.read(asm_store.params_of(rt.keys, ACCOUNT, tokens))
+        total += sum(len(p or b"") for p in found)
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -112,11 +132,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 # httpx has written every earlier chunk to the socket before asking for more.
                 marks["streamed"] = time.perf_counter()
 
+            record = assembly(rt, asm)
             reset_peak()
             t0 = time.perf_counter()
-            with lease(rt, rt.keys.create_lock(ACCOUNT)) as held:
+            with lease(rt, asm_store.create_lock_key(rt.keys, ACCOUNT)) as held:
                 assert held is not None
-                batch = api.create(timed(stages.body_chunks(rt, ACCOUNT, asm, held)), clen)
+                batch = api.create(timed(body_chunks(rt, record, held)), clen)
             out["create"].append(time.perf_counter() - t0)
             out["stream"].append(marks["streamed"] - t0)
             out["peak"].append(peak_rss() - idle)

@@ -19,11 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import redis
-
-from batchd.keys import Keys, new_token, request_id
 from batchd.logs import configure
 from batchd.settings import Settings
+from batchd.store import Keys, Store, connect, new_token, request_id
+from batchd.store import webhooks as wh
 from batchd.webhooks.outbox import enqueue_delivery
 from batchd.webhooks.sender import WebhookSender
 
@@ -49,23 +48,33 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 def run_receiver(port: int) -> None:
-    """The receiver process: 204 to every POST, a count on GET /count."""
+    """The receiver process: 204 to every POST; on GET /count how many came and when the first
+    and the last did (time.time()); POST /reset starts the count again."""
     from aiohttp import web
 
     received = 0
+    first = last = 0.0
 
     async def hook(request: web.Request) -> web.Response:
-        nonlocal received
+        nonlocal received, first, last
         await request.read()
         received += 1
+        last = time.time()
+        first = first or last
         return web.Response(status=204)
 
     async def count(request: web.Request) -> web.Response:
+        return web.json_response({"received": received, "first": first, "last": last})
+
+    async def reset(request: web.Request) -> web.Response:
+        nonlocal received, first, last
+        received, first, last = 0, 0.0, 0.0
         return web.json_response({"received": received})
 
     app = web.Application()
     app.router.add_post("/hook", hook)
     app.router.add_get("/count", count)
+    app.router.add_post("/reset", reset)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
@@ -124,12 +133,12 @@ def main() -> None:
         procs.append(subprocess.Popen([sys.executable, __file__, "--receiver", str(rport)]))
         wait_port(rport, procs[-1], "receiver")
 
-        client = redis.Redis.from_url(redis_url)
         keys = Keys("bench")
+        store = Store(connect(redis_url), keys)
         url = f"http://127.0.0.1:{rport}/hook"
         for _ in range(args.n):
             token = new_token()
-            enqueue_delivery(client, keys, "default", token, url, envelope("default", token))
+            enqueue_delivery(store, "default", token, url, envelope("default", token))
 
         settings = Settings(
             redis_url=redis_url,
@@ -146,15 +155,14 @@ def main() -> None:
         thread = threading.Thread(target=sender.run_in_thread, args=(stop,))
         started = time.perf_counter()
         thread.start()
-        due = keys.deliveries_due("default")
-        while client.zcard(due):
+        while store.read(wh.counts(keys, ["default"]))["default"][0]:
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
         stop.set()
         thread.join()
         with urllib.request.urlopen(f"http://127.0.0.1:{rport}/count") as resp:
             received = json.load(resp)["received"]
-        client.close()
+        store.close()
         print(
             f"{args.n} deliveries in {elapsed:.2f}s: {args.n / elapsed:,.0f}/s "
             f"(receiver got {received}; outcomes {dict(sender.counters)}; "
