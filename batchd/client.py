@@ -21,12 +21,18 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
+
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from batchd import defaults
+from batchd.defaults import ENTRY_CHUNK
 from batchd.errors import (
     AckError,
+    BudgetExceededError,
     CancelError,
     IdempotencyConflictError,
     InvalidRequestError,
@@ -38,18 +44,32 @@ from batchd.errors import (
 from batchd.logs import get_logger
 from batchd.results import RequestState, Result, Ticket
 from batchd.settings import Settings
-from batchd.store import AsyncStore, Keys, Store, connect, connect_async, split_request_id
+from batchd.store import (
+    AssemblyRecord,
+    AsyncStore,
+    Durability,
+    Keys,
+    Store,
+    connect,
+    connect_async,
+    request_id,
+    split_request_id,
+)
 from batchd.store import assemblies as asm_store
+from batchd.store import budgets as budget_store
 from batchd.store import counters as counter_store
 from batchd.store import lanes as lane_store
 from batchd.store import replies as reply_store
 from batchd.store import requests as req_store
+from batchd.store.keys import is_token
 from batchd.store.records import RequestRecord
 from batchd.store.requests import DeadLetter, NewRequest, SubmitOutcome
 from batchd.store.runner import Read
-from batchd.validate import digest_differences, prepare
+from batchd.store.scripts import Call, text
+from batchd.validate import digest_differences, parse_deadline, prepare
 
 log = get_logger("batchd.client")
+T = TypeVar("T")
 
 _WAITER_MS = int(defaults.WAITER_SECONDS * 1000)
 #: Seconds a reply queue's consumer may go without reading before another consumer takes back
@@ -75,6 +95,9 @@ class SubmitItem:
     metadata: Any = None
     tag: str | None = None
     betas: Sequence[str] | None = None
+    deadline: datetime | float | str | None = None
+    """When the result is needed by: a timezone-aware datetime, epoch seconds or an ISO 8601
+    time (see `Client.submit`)."""
 
 
 def _item(obj: SubmitItem | Mapping[str, Any]) -> SubmitItem:
@@ -120,6 +143,34 @@ def _outcome(
     return Ticket(id=outcome.id, key=key, duplicate=not outcome.stored, _client=client)
 
 
+def _refused(closed: Mapping[str, str], r: NewRequest) -> BudgetExceededError | None:
+    """The refusal of a request whose account or tag is at a spend cap (when the daemon is set
+    to refuse submits then); None when it may be stored."""
+    if not closed:
+        return None
+    why = closed.get(budget_store.EVERY_REQUEST)
+    if why is not None:
+        return BudgetExceededError(why, field="account")
+    why = closed.get(f"tag:{r.tag}") if r.tag else None
+    return BudgetExceededError(why, field="tag") if why is not None else None
+
+
+class _Budgets:
+    """Which scopes of each account refuse submits, as the daemon marked them; read at most
+    once per BUDGET_CHECK seconds per account, so a submit rarely pays a round trip for it."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def fresh(self, account: str) -> dict[str, str] | None:
+        at, scopes = self.seen.get(account, (float("-inf"), {}))
+        return scopes if time.monotonic() - at <= defaults.BUDGET_CHECK else None
+
+    def keep(self, account: str, scopes: dict[str, str]) -> dict[str, str]:
+        self.seen[account] = (time.monotonic(), scopes)
+        return scopes
+
+
 class _Batches:
     """submit_many's requests grouped by account, each group sent as SUBMIT calls of at most
     SUBMIT_CHUNK requests and SUBMIT_CHUNK_BYTES of params."""
@@ -159,11 +210,22 @@ def _state(record: RequestRecord, batch_id: str | None) -> RequestState:
 def _block_limit(client: Any) -> float:
     """The longest one blocking call may take on this connection: under its socket timeout
     (a caller's connection may have a short one), and at most BLOCK_SECONDS."""
-    pool = getattr(client, "connection_pool", None)
-    timeout = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
+    if isinstance(client, RedisCluster):
+        options = client.get_connection_kwargs()  # type: ignore[no-untyped-call]
+    elif isinstance(client, AsyncRedisCluster):
+        options = client.connection_kwargs
+    else:
+        pool = getattr(client, "connection_pool", None)
+        options = pool.connection_kwargs if pool is not None else {}
+    timeout = options.get("socket_timeout")
     if not timeout:
         return defaults.BLOCK_SECONDS
     return max(0.01, min(defaults.BLOCK_SECONDS, float(timeout) * 0.5))
+
+
+def _durability(settings: Settings) -> Durability:
+    """How far the writes that must survive a failover go before they count (settings.redis)."""
+    return Durability(settings.redis.wait_replicas, int(settings.redis.wait_timeout * 1000))
 
 
 def _timeout(left: float | None, limit: float) -> float:
@@ -190,6 +252,11 @@ def _cancel_refusal(rid: str, state: str) -> CancelError:
             f"request {rid} is already in a batch sent to the API and cannot be withdrawn; "
             "it will end with that batch"
         )
+    if state == "realtime":
+        return CancelError(
+            f"request {rid} left the batch route for the real-time Messages API (its deadline) "
+            "and cannot be withdrawn; it will end with that call"
+        )
     return CancelError(f"request {rid} has already ended ({state})")
 
 
@@ -214,8 +281,52 @@ def _ack_refusal(result: Result, consumer: str, code: int) -> AckError:
     )
 
 
-def _dead_rids(items: Iterable[RequestRef]) -> list[tuple[str, str]]:
-    return [_ids(i) for i in items]
+#: A dead letter named by its ticket, its id, or the DeadLetter `dead()` listed.
+DeadRef = Ticket | DeadLetter | str
+#: Dead letters read per round trip while scanning an account's for a filter.
+DEAD_PAGE = 500
+
+
+def _dead_rids(items: Iterable[DeadRef]) -> list[tuple[str, str]]:
+    return [_ids(i.id if isinstance(i, DeadLetter) else i) for i in items]
+
+
+def _dead_selection(
+    requests: Iterable[DeadRef] | None, account: str | None, error_type: str | None, every: bool
+) -> list[tuple[str, str]] | None:
+    """The dead letters named, or None: every one the filters let through (then a filter or
+    `every=True` is required, so that no call acts on all of them by accident)."""
+    if requests is not None:
+        if account is not None or error_type is not None or every:
+            raise ValueError(
+                "name dead letters, or select them by filter (or every=True): not both"
+            )
+        return _dead_rids(requests)
+    if account is None and error_type is None and not every:
+        raise ValueError(
+            "name the dead letters, or select them: account=, error_type=, or every=True"
+        )
+    return None
+
+
+def _matches(letter: DeadLetter, error_type: str | None) -> bool:
+    return error_type is None or letter.error_type == error_type
+
+
+def _batch_candidates(ref: str, accounts: Sequence[str]) -> list[tuple[str, str]]:
+    """(account, assembly) pairs a batchd batch id may name: `<account>.<assembly>`, or a bare
+    assembly id (in any account); `status` shows the latter in parentheses."""
+    ref = ref.strip().strip("()")
+    account, sep, asm = ref.rpartition(".")
+    if sep and account in accounts and is_token(asm):
+        return [(account, asm)]
+    if not sep and is_token(ref):
+        return [(a, ref) for a in accounts]
+    return []
+
+
+def _entry_ids(account: str, entries: Sequence[bytes]) -> list[str]:
+    return [request_id(account, text(e).split(" ", 1)[0]) for e in entries]
 
 
 class Client:
@@ -244,11 +355,12 @@ class Client:
         self.redis = connection if connection is not None else connect(url or "")
         self._owns = connection is None
         self.keys = Keys(self.settings.prefix)
-        self.store = Store(self.redis, self.keys)
+        self.store = Store(self.redis, self.keys, durability=_durability(self.settings))
         self._block = _block_limit(self.redis)
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
         self._daemon_checked = 0.0
+        self._budgets = _Budgets()
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Client:
@@ -290,20 +402,43 @@ class Client:
             known_accounts=self._known_accounts(),
             tag=item.tag,
             betas=item.betas,
+            deadline_ms=parse_deadline(item.deadline),
         )
+
+    def _closed(self, account: str) -> dict[str, str]:
+        found = self._budgets.fresh(account)
+        if found is None:
+            found = self._budgets.keep(
+                account, self.store.read(budget_store.closed(self.keys, account))
+            )
+        return found
 
     def _send(
         self, account: str, group: Sequence[tuple[int, NewRequest, str | None]]
     ) -> list[Ticket | SubmitError]:
-        call = req_store.submit(
-            self.keys,
-            account,
-            [r for _, r, _ in group],
-            int(self.settings.submit.idempotency_ttl * 1000),
-        )
-        outcomes = self.store.run(call)
-        self._check_daemon()
-        return [_outcome(o, r, k, self) for o, (_, r, k) in zip(outcomes, group, strict=True)]
+        closed = self._closed(account)
+        refused = [_refused(closed, r) for _, r, _ in group]
+        sending = [g for g, no in zip(group, refused, strict=True) if no is None]
+        sent: Iterator[Ticket | SubmitError] = iter(())
+        if sending:
+            call = req_store.submit(
+                self.keys,
+                account,
+                [r for _, r, _ in sending],
+                int(self.settings.submit.idempotency_ttl * 1000),
+            )
+            outcomes = self._acknowledged(call)
+            self._check_daemon()
+            sent = iter(
+                [_outcome(o, r, k, self) for o, (_, r, k) in zip(outcomes, sending, strict=True)]
+            )
+        return [no if no is not None else next(sent) for no in refused]
+
+    def _acknowledged(self, c: Call[T]) -> T:
+        """A write whose success the caller is told (a submit, an ack): with
+        `redis.wait_submits`, on the replicas before it returns (else DurabilityError: it may
+        be stored; the same call again, a submit under the same key, is safe)."""
+        return self.store.durable(c) if self.settings.redis.wait_submits else self.store.run(c)
 
     def _check_daemon(self) -> None:
         now = time.monotonic()
@@ -329,6 +464,7 @@ class Client:
         metadata: Mapping[str, Any] | None = None,
         tag: str | None = None,
         betas: Sequence[str] | None = None,
+        deadline: datetime | float | str | None = None,
     ) -> Ticket:
         """Queue one Messages request for a batch. Atomic, one round trip.
 
@@ -336,10 +472,14 @@ class Client:
         (`duplicate=True`) and queues nothing; with another request it raises
         IdempotencyConflictError. Raises InvalidRequestError or RequestTooLargeError, storing
         nothing. `betas` are `anthropic-beta` values its batch is created with; `tag` groups it
-        in the cost ledger.
+        in the cost ledger. `deadline` (a timezone-aware datetime, epoch seconds, or an ISO 8601
+        time with its offset) is when the result is needed by: its lane is cut early enough for
+        a batch to make it, and if none can, the account's `deadline_policy` decides (sent in
+        real time, kept in batches and marked late, or ended errored `deadline_exceeded`); the
+        result says whether it was met (`Result.deadline_met`).
         """
         item = SubmitItem(
-            params, reply_to, callback_url, key, account, priority, metadata, tag, betas
+            params, reply_to, callback_url, key, account, priority, metadata, tag, betas, deadline
         )
         r = self._prepare(item)
         [outcome] = self._send(r.account, [(0, r, key)])
@@ -407,7 +547,6 @@ class Client:
         """
         account, token = _ids(request)
         rid = _rid(request)
-        dk = req_store.done_list(self.keys, account, token)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = self.store.read(req_store.mark_and_read(self.keys, account, token, _WAITER_MS))
@@ -421,7 +560,7 @@ class Client:
                 raise WaitTimeoutError(f"request {rid} is still {record.status}")
             # BLMOVE onto the same list wakes every waiter and consumes nothing.
             wait_s = _timeout(left, self._block)
-            self.store.block(("BLMOVE", dk, dk, "LEFT", "LEFT", wait_s), wait_s)
+            self.store.block(req_store.block_on_end(self.keys, account, token, wait_s), wait_s)
 
     def as_completed(
         self, requests: Iterable[RequestRef], timeout: float | None = None
@@ -475,14 +614,15 @@ class Client:
         """
         by_account: dict[str, list[str]] = {}
         for account, token in pending.values():
-            by_account.setdefault(account, []).append(self.keys.done(account, token))
+            by_account.setdefault(account, []).append(
+                req_store.done_list(self.keys, account, token)
+            )
         share = max(0.01, timeout / len(by_account))
         for done_keys in by_account.values():
             part = done_keys[:3000]
-            got = self.store.block(("BLMPOP", share, len(part), *part, "LEFT"), share)
+            got = req_store.woke(self.store.block(req_store.block_on_any(part, share), share))
             if got:
-                key, values = got[0], got[1]
-                self.store.read(_push_back(key, values))
+                self.store.read(req_store.put_back(*got))
                 return
 
     def cancel(self, request: RequestRef) -> Result:
@@ -537,7 +677,7 @@ class Client:
         who = consumer or result.consumer or default_consumer()
         if name is None:
             raise AckError(f"result {result.id} was not read from a reply queue")
-        code = self.store.run(reply_store.ack(self.keys, name, who, result.raw))
+        code = self._acknowledged(reply_store.ack(self.keys, name, who, result.raw))
         if code != 1:
             raise _ack_refusal(result, who, code)
 
@@ -549,44 +689,135 @@ class Client:
 
     # -- dead letters ----------------------------------------------------------------------
 
-    def dead(
-        self, *, account: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[DeadLetter]:
-        """Requests that ended `dead` (most recent first), with what can be done with them."""
-        accounts = [account] if account else list(self.settings.accounts)
-        entries: list[tuple[str, int]] = []
-        for acct in accounts:
-            found = self.store.read(
-                req_store.list_dead(self.keys, acct, offset=0, limit=offset + limit)
-            )
-            entries.extend(found)
-        entries.sort(key=lambda e: e[1], reverse=True)
-        entries = entries[offset : offset + limit]
-        return self.store.read(req_store.read_letters(self.keys, entries)) if entries else []
+    def _all_accounts(self) -> list[str]:
+        """The configured accounts and those a daemon published (a producer may know fewer)."""
+        return sorted(set(self.settings.accounts) | self._known_accounts())
 
-    def requeue_dead(self, requests: Iterable[RequestRef]) -> dict[str, str]:
+    def _scan_dead(
+        self, account: str, error_type: str | None, want: int | None
+    ) -> list[DeadLetter]:
+        """An account's dead letters that match, most recent first: at most `want`."""
+        found: list[DeadLetter] = []
+        start = 0
+        while want is None or len(found) < want:
+            page = DEAD_PAGE if want is None or error_type else max(1, want - len(found))
+            entries = self.store.read(
+                req_store.list_dead(self.keys, account, offset=start, limit=page)
+            )
+            if not entries:
+                break
+            letters = self.store.read(req_store.read_letters(self.keys, entries))
+            found += [x for x in letters if _matches(x, error_type)]
+            if len(entries) < page:
+                break
+            start += len(entries)
+        return found if want is None else found[:want]
+
+    def dead(
+        self,
+        *,
+        account: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        error_type: str | None = None,
+    ) -> list[DeadLetter]:
+        """Requests that ended `dead` (most recent first), with what can be done with them;
+        only those whose last error is `error_type`, if given."""
+        accounts = [account] if account else self._all_accounts()
+        letters: list[DeadLetter] = []
+        for acct in accounts:
+            letters += self._scan_dead(acct, error_type, offset + limit)
+        letters.sort(key=lambda x: x.died_ms, reverse=True)
+        return letters[offset : offset + limit]
+
+    def _dead_targets(
+        self,
+        requests: Iterable[DeadRef] | None,
+        account: str | None,
+        error_type: str | None,
+        every: bool,
+    ) -> list[tuple[str, str]]:
+        named = _dead_selection(requests, account, error_type, every)
+        if named is not None:
+            return named
+        accounts = [account] if account else self._all_accounts()
+        return [
+            split_request_id(x.id) for a in accounts for x in self._scan_dead(a, error_type, None)
+        ]
+
+    def requeue_dead(
+        self,
+        requests: Iterable[DeadRef] | None = None,
+        *,
+        account: str | None = None,
+        error_type: str | None = None,
+        every: bool = False,
+    ) -> dict[str, str]:
         """Send dead requests round again from their first attempt; what happened to each:
-        `requeued`, `not dead`, or `params gone` (past retention)."""
+        `requeued`, `not dead`, or `params gone` (past retention).
+
+        Name them (tickets, ids or listed DeadLetters), or select them: by `account`, by
+        `error_type` (the last error's type, as `dead()` shows it), or `every=True` for all.
+        """
         out: dict[str, str] = {}
-        for account, token in _dead_rids(requests):
-            rid = f"{account}.{token}"
+        for account_, token in self._dead_targets(requests, account, error_type, every):
+            rid = f"{account_}.{token}"
             for _ in range(3):
-                lane = self.store.read(req_store.letter_lane(self.keys, account, token))
+                lane = self.store.read(req_store.letter_lane(self.keys, account_, token))
                 if lane is None:
                     out[rid] = "not dead"
                     break
-                code = self.store.run(req_store.requeue_dead(self.keys, account, token, lane))
+                code = self.store.run(req_store.requeue_dead(self.keys, account_, token, lane))
                 if code != -2:
                     out[rid] = {1: "requeued", 0: "not dead", -1: "params gone"}[code]
                     break
         return out
 
-    def purge_dead(self, requests: Iterable[RequestRef]) -> int:
-        """Forget dead letters (their results stay readable until retention ends)."""
+    def purge_dead(
+        self,
+        requests: Iterable[DeadRef] | None = None,
+        *,
+        account: str | None = None,
+        error_type: str | None = None,
+        every: bool = False,
+    ) -> int:
+        """Forget dead letters (their results stay readable until retention ends); how many
+        were. Chosen as in `requeue_dead`."""
         n = 0
-        for account, token in _dead_rids(requests):
-            n += self.store.run(req_store.purge_dead(self.keys, account, token))
+        for account_, token in self._dead_targets(requests, account, error_type, every):
+            n += self.store.run(req_store.purge_dead(self.keys, account_, token))
         return n
+
+    # -- batches and daemons ---------------------------------------------------------------
+
+    def batch(self, ref: str) -> AssemblyRecord | None:
+        """The batch batchd made, by the API's batch id or batchd's `<account>.<assembly>`
+        (a bare assembly id too); None when batchd knows no such batch (or past retention)."""
+        accounts = self._all_accounts()
+        where = self.store.read(asm_store.find_batch(self.keys, accounts, ref.strip()))
+        for account, asm in [where] if where is not None else _batch_candidates(ref, accounts):
+            record = self.store.read(asm_store.read(self.keys, account, asm))
+            if record is not None:
+                return record
+        return None
+
+    def batch_requests(self, batch: AssemblyRecord) -> list[str]:
+        """The ids of the requests in a batch, in body order. Kept while the batch is in the
+        making or in flight: [] once it has closed."""
+        ids: list[str] = []
+        while True:
+            chunk = self.store.read(
+                asm_store.entries(self.keys, batch.account, batch.id, len(ids), ENTRY_CHUNK)
+            )
+            ids += _entry_ids(batch.account, chunk)
+            if len(chunk) < ENTRY_CHUNK:
+                return ids
+
+    def daemons_alive(self) -> int:
+        """How many `batchd run` processes have a recent heartbeat. (Submits warn in the log
+        when none is; this look counts as that check for the next minute.)"""
+        self._daemon_checked = time.monotonic()
+        return len(self.store.read(counter_store.alive(self.keys, self.store.now_ms())))
 
 
 def _merge(reads: Sequence[Any]) -> Any:
@@ -601,10 +832,6 @@ def _merge(reads: Sequence[Any]) -> Any:
         return [r.parse(out[s : s + n]) for r, (s, n) in zip(reads, spans, strict=True)]
 
     return Read(commands, parse, errors=True)
-
-
-def _push_back(key: Any, values: Sequence[Any]) -> Any:
-    return Read([("RPUSH", key, *values)], lambda out: None)
 
 
 class Replies:
@@ -682,7 +909,7 @@ class Replies:
         c.store.read(reply_store.register(c.keys, self.name, self.consumer, now_s))
         while c.store.run(reply_store.restore(c.keys, self.name, self.consumer)) > 0:
             pass
-        for other, seen in c.store.read(_consumers(c.keys, self.name)).items():
+        for other, seen in c.store.read(reply_store.consumers(c.keys, self.name)).items():
             if other != self.consumer and now_s - seen > self.reclaim_after:
                 while c.store.run(reply_store.restore(c.keys, self.name, other)) > 0:
                     pass
@@ -690,7 +917,6 @@ class Replies:
     def _run(self) -> Iterator[Result]:
         c = self.client
         self._reclaim()
-        src, dst = reply_store.blocking_take(c.keys, self.name, self.consumer)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
             finished = self._finished
@@ -705,7 +931,9 @@ class Replies:
                 left = None if deadline is None else deadline - time.monotonic()
                 wait_s = _timeout(left, c._block)
                 try:
-                    raw = c.store.block(("BLMOVE", src, dst, "RIGHT", "LEFT", wait_s), wait_s)
+                    raw = c.store.block(
+                        reply_store.block_take(c.keys, self.name, self.consumer, wait_s), wait_s
+                    )
                 except RedisFullError:
                     # Redis refuses BLMOVE at maxmemory; TAKE still works: look again shortly.
                     raw = None
@@ -722,21 +950,6 @@ class Replies:
                 self._finished = list(group[:i])
                 yield Result.from_json(raw, reply_to=self.name, consumer=self.consumer)
             self._finished = list(group[:-1])
-
-
-def _consumers(keys: Keys, name: str) -> Any:
-    def parse(out: list[Any]) -> dict[str, int]:
-        raw = out[0] or {}
-        if isinstance(raw, list):
-            raw = dict(zip(raw[::2], raw[1::2], strict=True))
-        found: dict[str, int] = {}
-        for k, v in raw.items():
-            name_ = k.decode() if isinstance(k, bytes) else str(k)
-            text = v.decode() if isinstance(v, bytes) else str(v)
-            found[name_] = int(text) if text.isdigit() else 0
-        return found
-
-    return Read([("HGETALL", keys.reply_consumers(name))], parse)
 
 
 # -- asyncio ---------------------------------------------------------------------------------
@@ -765,12 +978,13 @@ class AsyncClient:
         self.redis = connection if connection is not None else connect_async(url or "")
         self._owns = connection is None
         self.keys = Keys(self.settings.prefix)
-        self.store = AsyncStore(self.redis, self.keys)
+        self.store = AsyncStore(self.redis, self.keys, durability=_durability(self.settings))
         self._block = _block_limit(self.redis)
         self._accounts: frozenset[str] | None = None
         self._accounts_at = 0.0
         self._hubs: dict[str, _WaitHub] = {}
         self._first_looks = asyncio.Semaphore(defaults.WAIT_FIRST_LOOKS)
+        self._budgets = _Budgets()
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> AsyncClient:
@@ -815,7 +1029,14 @@ class AsyncClient:
             tag=item.tag,
             betas=item.betas,
             interactive=interactive,
+            deadline_ms=parse_deadline(item.deadline),
         )
+
+    async def _acknowledged(self, c: Call[T]) -> T:
+        """`Client._acknowledged`, awaited."""
+        if self.settings.redis.wait_submits:
+            return await self.store.durable(c)
+        return await self.store.run(c)
 
     async def submit_prepared(
         self, requests: Sequence[tuple[NewRequest, str | None]]
@@ -824,14 +1045,26 @@ class AsyncClient:
         if not requests:
             return []
         account = requests[0][0].account
-        call = req_store.submit(
-            self.keys,
-            account,
-            [r for r, _ in requests],
-            int(self.settings.submit.idempotency_ttl * 1000),
-        )
-        outcomes = await self.store.run(call)
-        return [_outcome(o, r, k, None) for o, (r, k) in zip(outcomes, requests, strict=True)]
+        closed = self._budgets.fresh(account)
+        if closed is None:
+            closed = self._budgets.keep(
+                account, await self.store.read(budget_store.closed(self.keys, account))
+            )
+        refused = [_refused(closed, r) for r, _ in requests]
+        sending = [g for g, no in zip(requests, refused, strict=True) if no is None]
+        sent: Iterator[Ticket | SubmitError] = iter(())
+        if sending:
+            call = req_store.submit(
+                self.keys,
+                account,
+                [r for r, _ in sending],
+                int(self.settings.submit.idempotency_ttl * 1000),
+            )
+            outcomes = await self._acknowledged(call)
+            sent = iter(
+                [_outcome(o, r, k, None) for o, (r, k) in zip(outcomes, sending, strict=True)]
+            )
+        return [no if no is not None else next(sent) for no in refused]
 
     async def submit(
         self,
@@ -845,10 +1078,11 @@ class AsyncClient:
         metadata: Mapping[str, Any] | None = None,
         tag: str | None = None,
         betas: Sequence[str] | None = None,
+        deadline: datetime | float | str | None = None,
     ) -> AsyncTicket:
         """See `Client.submit`."""
         item = SubmitItem(
-            params, reply_to, callback_url, key, account, priority, metadata, tag, betas
+            params, reply_to, callback_url, key, account, priority, metadata, tag, betas, deadline
         )
         r = await self.prepare(item)
         [outcome] = await self.submit_prepared([(r, key)])
@@ -1006,7 +1240,7 @@ class AsyncClient:
         who = consumer or result.consumer or default_consumer()
         if name is None:
             raise AckError(f"result {result.id} was not read from a reply queue")
-        code = await self.store.run(reply_store.ack(self.keys, name, who, result.raw))
+        code = await self._acknowledged(reply_store.ack(self.keys, name, who, result.raw))
         if code != 1:
             raise _ack_refusal(result, who, code)
 
@@ -1016,43 +1250,124 @@ class AsyncClient:
         what = "*" if priority is None else f"p{priority}"
         await self.store.read(lane_store.request_flush(self.keys, acct, what))
 
+    async def _all_accounts(self) -> list[str]:
+        return sorted(set(self.settings.accounts) | await self._known_accounts())
+
+    async def _scan_dead(
+        self, account: str, error_type: str | None, want: int | None
+    ) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        start = 0
+        while want is None or len(found) < want:
+            page = DEAD_PAGE if want is None or error_type else max(1, want - len(found))
+            entries = await self.store.read(
+                req_store.list_dead(self.keys, account, offset=start, limit=page)
+            )
+            if not entries:
+                break
+            letters = await self.store.read(req_store.read_letters(self.keys, entries))
+            found += [x for x in letters if _matches(x, error_type)]
+            if len(entries) < page:
+                break
+            start += len(entries)
+        return found if want is None else found[:want]
+
     async def dead(
-        self, *, account: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        account: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        error_type: str | None = None,
     ) -> list[DeadLetter]:
         """See `Client.dead`."""
-        accounts = [account] if account else list(self.settings.accounts)
-        entries: list[tuple[str, int]] = []
+        accounts = [account] if account else await self._all_accounts()
+        letters: list[DeadLetter] = []
         for acct in accounts:
-            found = await self.store.read(
-                req_store.list_dead(self.keys, acct, offset=0, limit=offset + limit)
-            )
-            entries.extend(found)
-        entries.sort(key=lambda e: e[1], reverse=True)
-        entries = entries[offset : offset + limit]
-        return await self.store.read(req_store.read_letters(self.keys, entries)) if entries else []
+            letters += await self._scan_dead(acct, error_type, offset + limit)
+        letters.sort(key=lambda x: x.died_ms, reverse=True)
+        return letters[offset : offset + limit]
 
-    async def requeue_dead(self, requests: Iterable[RequestRef]) -> dict[str, str]:
+    async def _dead_targets(
+        self,
+        requests: Iterable[DeadRef] | None,
+        account: str | None,
+        error_type: str | None,
+        every: bool,
+    ) -> list[tuple[str, str]]:
+        named = _dead_selection(requests, account, error_type, every)
+        if named is not None:
+            return named
+        out: list[tuple[str, str]] = []
+        for a in [account] if account else await self._all_accounts():
+            out += [split_request_id(x.id) for x in await self._scan_dead(a, error_type, None)]
+        return out
+
+    async def requeue_dead(
+        self,
+        requests: Iterable[DeadRef] | None = None,
+        *,
+        account: str | None = None,
+        error_type: str | None = None,
+        every: bool = False,
+    ) -> dict[str, str]:
         """See `Client.requeue_dead`."""
         out: dict[str, str] = {}
-        for account, token in _dead_rids(requests):
-            rid = f"{account}.{token}"
+        for account_, token in await self._dead_targets(requests, account, error_type, every):
+            rid = f"{account_}.{token}"
             for _ in range(3):
-                lane = await self.store.read(req_store.letter_lane(self.keys, account, token))
+                lane = await self.store.read(req_store.letter_lane(self.keys, account_, token))
                 if lane is None:
                     out[rid] = "not dead"
                     break
-                code = await self.store.run(req_store.requeue_dead(self.keys, account, token, lane))
+                code = await self.store.run(
+                    req_store.requeue_dead(self.keys, account_, token, lane)
+                )
                 if code != -2:
                     out[rid] = {1: "requeued", 0: "not dead", -1: "params gone"}[code]
                     break
         return out
 
-    async def purge_dead(self, requests: Iterable[RequestRef]) -> int:
+    async def purge_dead(
+        self,
+        requests: Iterable[DeadRef] | None = None,
+        *,
+        account: str | None = None,
+        error_type: str | None = None,
+        every: bool = False,
+    ) -> int:
         """See `Client.purge_dead`."""
         n = 0
-        for account, token in _dead_rids(requests):
-            n += await self.store.run(req_store.purge_dead(self.keys, account, token))
+        for account_, token in await self._dead_targets(requests, account, error_type, every):
+            n += await self.store.run(req_store.purge_dead(self.keys, account_, token))
         return n
+
+    async def batch(self, ref: str) -> AssemblyRecord | None:
+        """See `Client.batch`."""
+        accounts = await self._all_accounts()
+        where = await self.store.read(asm_store.find_batch(self.keys, accounts, ref.strip()))
+        for account, asm in [where] if where is not None else _batch_candidates(ref, accounts):
+            record = await self.store.read(asm_store.read(self.keys, account, asm))
+            if record is not None:
+                return record
+        return None
+
+    async def batch_requests(self, batch: AssemblyRecord) -> list[str]:
+        """See `Client.batch_requests`."""
+        ids: list[str] = []
+        while True:
+            chunk = await self.store.read(
+                asm_store.entries(self.keys, batch.account, batch.id, len(ids), ENTRY_CHUNK)
+            )
+            ids += _entry_ids(batch.account, chunk)
+            if len(chunk) < ENTRY_CHUNK:
+                return ids
+
+    async def daemons_alive(self) -> int:
+        """See `Client.daemons_alive`."""
+        now = await self.store.time_ms()
+        alive = await self.store.read(counter_store.alive(self.keys, now))
+        return len(alive)
 
 
 #: Acknowledgements scheduled by AsyncReplies left without `async with` (kept until they ran).
@@ -1135,7 +1450,7 @@ class AsyncReplies:
         await c.store.read(reply_store.register(c.keys, self.name, self.consumer, now_s))
         while await c.store.run(reply_store.restore(c.keys, self.name, self.consumer)) > 0:
             pass
-        for other, seen in (await c.store.read(_consumers(c.keys, self.name))).items():
+        for other, seen in (await c.store.read(reply_store.consumers(c.keys, self.name))).items():
             if other != self.consumer and now_s - seen > self.reclaim_after:
                 while await c.store.run(reply_store.restore(c.keys, self.name, other)) > 0:
                     pass
@@ -1143,7 +1458,6 @@ class AsyncReplies:
     async def _run(self) -> AsyncIterator[Result]:
         c = self.client
         await self._reclaim()
-        src, dst = reply_store.blocking_take(c.keys, self.name, self.consumer)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
             finished = self._finished
@@ -1158,7 +1472,9 @@ class AsyncReplies:
                 left = None if deadline is None else deadline - time.monotonic()
                 wait_s = _timeout(left, c._block)
                 try:
-                    raw = await c.store.block(("BLMOVE", src, dst, "RIGHT", "LEFT", wait_s), wait_s)
+                    raw = await c.store.block(
+                        reply_store.block_take(c.keys, self.name, self.consumer, wait_s), wait_s
+                    )
                 except RedisFullError:
                     raw = None  # Redis refuses BLMOVE at maxmemory; TAKE still works
                     await asyncio.sleep(min(1.0, wait_s))
@@ -1205,7 +1521,7 @@ class _WaitHub:
         self.account = account
         self.waiting: dict[str, tuple[str, list[asyncio.Future[Result]]]] = {}
         self.fresh: set[str] = set()
-        self.by_key: dict[bytes, str] = {}
+        self.by_key: dict[str, str] = {}
         self.task: asyncio.Task[None] | None = None
 
     def add(self, rid: str, token: str) -> asyncio.Future[Result]:
@@ -1213,7 +1529,7 @@ class _WaitHub:
         entry = self.waiting.setdefault(rid, (token, []))
         entry[1].append(future)
         self.fresh.add(rid)
-        self.by_key[self.client.keys.done(self.account, token).encode()] = rid
+        self.by_key[req_store.done_list(self.client.keys, self.account, token)] = rid
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
         return future
@@ -1231,7 +1547,7 @@ class _WaitHub:
         entry = self.waiting.pop(rid, None)
         self.fresh.discard(rid)
         if entry is not None:
-            self.by_key.pop(self.client.keys.done(self.account, entry[0]).encode(), None)
+            self.by_key.pop(req_store.done_list(self.client.keys, self.account, entry[0]), None)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -1290,10 +1606,14 @@ class _WaitHub:
                 continue
             done_keys = list(self.by_key)[:3000]
             wait_s = min(1.0, self.client._block)
-            got = await store.block(("BLMPOP", wait_s, len(done_keys), *done_keys, "LEFT"), wait_s)
+            got = req_store.woke(
+                await store.block(req_store.block_on_any(done_keys, wait_s), wait_s)
+            )
             if got:
-                key, values = got[0], got[1]
-                await store.read(_push_back(key, values))
-                rid = self.by_key.get(key if isinstance(key, bytes) else str(key).encode())
-                if rid is not None:
-                    await self._check([rid])
+                await store.read(req_store.put_back(*got))
+                # Many may have ended at once (a fan-out chunk): look at every done list that
+                # has an element, in one round trip, rather than one wake-up each.
+                fired = await store.read(req_store.nonempty(done_keys))
+                rids = [self.by_key[k] for k in fired if k in self.by_key]
+                if rids:
+                    await self._check(rids)

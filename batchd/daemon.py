@@ -1,8 +1,9 @@
 """`batchd run`: the daemon's whole life in one place.
 
-The main process runs the aggregator, sweeper and webhook sender loops in threads and supervises
-rq worker processes for the stage jobs. SIGTERM/SIGINT stop it within the grace period without
-losing work (every stage resumes from Redis); a second signal forces the stop.
+The main process runs the aggregator, sweeper (and deadline planner), real-time sender and
+webhook sender loops in threads and supervises rq worker processes for the stage jobs.
+SIGTERM/SIGINT stop it within the grace period without losing work (every stage resumes from
+Redis); a second signal forces the stop.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from batchd import aggregate, sweeper
+from batchd import aggregate, realtime, sweeper
 from batchd.defaults import WORKER_RESTART_DELAY, WORKER_RESTART_MAX, WORKER_STABLE
 from batchd.embedded import EmbeddedRedis
 from batchd.errors import BatchdError
@@ -50,6 +51,11 @@ def resolve_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None]:
     if settings.redis_url:
         return settings, None
     embedded = EmbeddedRedis(settings.data_dir)
+    log.warning(
+        "no Redis configured: starting an embedded redis-server for this machine alone; set "
+        "redis_url (BATCHD_REDIS_URL) to use a shared Redis",
+        directory=str(embedded.directory),
+    )
     url = embedded.start()
     return settings.model_copy(update={"redis_url": url}), embedded
 
@@ -174,8 +180,14 @@ class Daemon:
             self._start_thread("sweeper", lambda: self._loop("sweeper", tick, sweeper.sweep))
         if "webhooks" in self.roles and self.settings.webhooks.enabled:
             self._start_webhooks()
+        if "realtime" in self.roles:
+            self._start_thread(
+                "realtime", lambda: realtime.run(self.settings, self.stop, self.liveness.beat)
+            )
         if "ingress" in self.roles and self.settings.ingress.enabled:
             self._start_service("batchd.ingress.server", "ingress")
+        if "console" in self.roles and self.settings.console.enabled:
+            self._start_service("batchd.console.server", "console")
         if self.settings.http.enabled:
             self._start_service("batchd.observe.server", "http")
         if "worker" in self.roles:

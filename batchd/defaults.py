@@ -18,8 +18,9 @@ SUBMIT_CHUNK_BYTES = 8 * 1024 * 1024
 #: Pending entries one CLAIM call takes at most (7 arguments each): a claim of 100,000 requests
 #: is 200 short calls, none holding Redis for long.
 CLAIM_CHUNK = 500
-#: Result lines one FANOUT call applies at most (10 arguments each).
-FANOUT_CHUNK = 380
+#: Result lines one FANOUT call applies at most (10 arguments each): about 30 us of Redis each,
+#: so one call holds Redis for a few milliseconds.
+FANOUT_CHUNK = 200
 #: Requests one MISSING, FAIL_ALL or UNCLAIM call handles at most (7 arguments each).
 SWEEP_CHUNK = 500
 #: Assembly entries read per round trip while streaming a batch body or sweeping an assembly.
@@ -42,10 +43,20 @@ BLOCK_SECONDS = 20.0
 WAITER_SECONDS = 3 * BLOCK_SECONDS
 #: Seconds between checks that a pooled connection is still alive.
 HEALTH_CHECK_INTERVAL = 30
+#: Seconds a call keeps trying while a Redis Cluster answers that its slot is moving (TRYAGAIN
+#: mid-migration) or that it is settling after a failover: nothing ran, so trying again is safe.
+CLUSTER_SETTLE = 15.0
+#: Seconds a process trusts what a master said of its replicas before a WAIT: long when it had
+#: one (a WAIT that then times out only holds the step), short when it had none (a replica that
+#: joins is waited for at once).
+REPLICAS_RECHECK = 30.0
+NO_REPLICAS_RECHECK = 1.0
 #: Seconds between readings of Redis's clock (batchd's one clock) by each process.
 CLOCK_CHECK = 10.0
 #: Connections an asyncio client's pool opens at most; more concurrent calls wait for one.
 ASYNC_POOL_SIZE = 100
+#: Connections a sync client's pool opens at most; more threads wait for one.
+SYNC_POOL_SIZE = 200
 #: Seconds an asyncio call waits for a free pooled connection before it fails.
 ASYNC_POOL_WAIT = 20.0
 #: Seconds a producer caches the set of accounts the daemon serves.
@@ -88,9 +99,54 @@ QUEUE_SEEN_MS = 7 * 86_400_000
 LEDGER_HOUR_KEEP_MS = 8 * 86_400_000
 #: How long a day bucket of the ledger is kept after its day ends (ms).
 LEDGER_DAY_KEEP_MS = 400 * 86_400_000
+#: Days a day bucket may still grow after it starts (a fan-out writes the bucket of the hour it
+#: started in, and runs at most JOB_TIMEOUTS["fanout"]); older ones are folded into the total.
+LEDGER_FOLD_AFTER_DAYS = 2
+#: Day buckets one FOLD call adds into the total at most.
+LEDGER_FOLD_CHUNK = 32
+#: How long a real-time usage record's id is remembered, so a retried record counts once (ms).
+LEDGER_ONCE_MS = 86_400_000
+
+# -- spend caps ----------------------------------------------------------------------------------
+
+#: Bytes of stored params per input token, for a cut's cost estimate (no tokenizer at cut time).
+ESTIMATE_BYTES_PER_TOKEN = 4
+#: Output tokens assumed for a request whose record carries no `max_tokens` (an older record).
+ESTIMATE_UNKNOWN_MAX_TOKENS = 4096
+#: Head entries of a lane priced per round trip while a cut is checked against the caps.
+ESTIMATE_CHUNK = 500
+#: How long a lane's hold stays on record unless renewed by the next check (ms).
+BUDGET_HOLD_MS = 60_000
+#: How long an account's refusal of submits stays unless renewed by the next check (ms).
+BUDGET_CLOSED_MS = 30_000
+#: How long an estimate whose assembly does not exist (yet) counts: a cut reserves it first (ms).
+BUDGET_RESERVE_GRACE_MS = 60_000
+#: Seconds a producer caches which scopes refuse submits.
+BUDGET_CHECK = 1.0
 
 # -- fan-out completeness ----------------------------------------------------------------------
 
 #: Times a results download that ended short of the batch's request counts is fetched again
 #: before the requests without a line count as missing (and go round again).
 RESULT_FETCHES = 4
+
+# -- deadlines and the real-time route ---------------------------------------------------------
+
+#: Batch durations kept per account (newest first) to plan deadlines by.
+DURATION_SAMPLES = 200
+#: Seconds a process reuses an account's batch-duration estimate before reading it again.
+DURATION_REFRESH = 10.0
+#: Pending deadline requests one planner pass reads per account (the nearest deadlines first).
+PLAN_CHUNK = 500
+#: Requests one ESCALATE or RT_SETTLE call handles at most (6 keys and up to 8 arguments each).
+ESCALATE_CHUNK = 200
+#: Batches with a deadline one planner pass looks at per account (the earliest first).
+PLAN_BATCHES = 100
+#: Real-time requests one RT_CLAIM call takes at most.
+REALTIME_CLAIM_CHUNK = 64
+#: Seconds between two reads of the real-time queues by a sender with nothing in hand.
+REALTIME_IDLE = 0.2
+#: Seconds of backoff after a real-time call the API answered with a retryable error and no
+#: retry-after, doubled per attempt up to REALTIME_BACKOFF_MAX.
+REALTIME_BACKOFF = 1.0
+REALTIME_BACKOFF_MAX = 60.0

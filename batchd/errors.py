@@ -5,7 +5,8 @@ BatchdError
 ├── SubmitError                  a request refused at submit time; nothing was stored
 │   ├── InvalidRequestError      params, metadata, reply_to, callback_url or key are wrong
 │   ├── RequestTooLargeError     the encoded request cannot fit in any batch
-│   └── IdempotencyConflictError the idempotency key was used before for another request
+│   ├── IdempotencyConflictError the idempotency key was used before for another request
+│   └── BudgetExceededError      a spend cap of the account or tag is reached (if set to refuse)
 ├── RequestNotFoundError         no request with that id (or it expired after its retention)
 ├── CancelError                  the request can no longer be withdrawn
 ├── WaitTimeoutError             `wait` ended before the request reached a terminal state
@@ -53,6 +54,8 @@ EXIT_FAILURE = 1  # a runtime failure (Redis down, an API error, a partial submi
 EXIT_USAGE = 2  # bad usage, input or configuration: the message says what to change
 EXIT_NOT_FOUND = 3  # the request, batch or delivery named does not exist
 EXIT_TIMEOUT = 4  # gave up waiting (`--timeout`); what was done is kept
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); what was done is kept
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE, as for other tools
 
 
 class BatchdError(Exception):
@@ -98,6 +101,11 @@ class IdempotencyConflictError(SubmitError):
         super().__init__(message, field=field)
         self.request_id = request_id
         self.differs = differs or []
+
+
+class BudgetExceededError(SubmitError):
+    """A spend cap of the request's account or tag is reached and the operator chose to refuse
+    new submits until it frees (a new day or month, or a higher cap). Nothing was stored."""
 
 
 class RequestNotFoundError(BatchdError):
@@ -256,7 +264,13 @@ class APIError(BatchdError):
 
 
 class APIConnectionError(APIError):
-    """No HTTP answer came back: connection refused or reset, DNS failure."""
+    """No HTTP answer came back: connection refused or reset, DNS failure.
+
+    ``unsent`` is True when the request certainly never left (no connection could be made),
+    so the API cannot have acted on it; False when it may have been received.
+    """
+
+    unsent: bool = False
 
 
 class APITimeoutError(APIConnectionError):

@@ -21,12 +21,14 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from batchd.api import BatchesClient
+from batchd.api.ratelimit import RateLimit
 from batchd.defaults import JOB_TIMEOUTS
-from batchd.errors import BatchdError, StoreError
+from batchd.errors import BatchdError, RedisUnavailableError, StoreError
 from batchd.observe import metrics
 from batchd.settings import Settings
 from batchd.store import Durability, Keys, Store, connect, locks, new_token
 from batchd.store import assemblies as asm_store
+from batchd.store import counters as counter_store
 
 #: The stage queues, most urgent first: a worker takes fan-out work before new submissions.
 STAGES = ("fanout", "submit", "poll")
@@ -53,6 +55,7 @@ class Runtime:
         )
         self.identity = f"{os.uname().nodename}:{os.getpid()}:{new_token()[-6:]}"
         self._api: dict[str, BatchesClient] = {}
+        self._limits_noted: dict[tuple[str, str], float] = {}
         self._queues: dict[str, Queue] = {}
         self._lock = threading.Lock()
 
@@ -61,10 +64,40 @@ class Runtime:
             client = self._api.get(account)
             if client is None:
                 client = BatchesClient.from_settings(
-                    self.settings, account, on_call=metrics.api_call
+                    self.settings,
+                    account,
+                    on_call=metrics.api_call,
+                    on_rate_limit=lambda limit: self._note_rate_limit(account, limit),
                 )
                 self._api[account] = client
             return client
+
+    def _note_rate_limit(self, account: str, limit: RateLimit) -> None:
+        """Keep what the API says of the account's rate limits, at most once a second per
+        scope unless it refused a call (status and /metrics read it from Redis)."""
+        key = (account, limit.scope)
+        now = time.monotonic()
+        if limit.status != 429 and now - self._limits_noted.get(key, 0.0) < 1.0:
+            return
+        self._limits_noted[key] = now
+        window = limit.requests
+        reset = window.reset if window is not None else None
+        try:
+            self.store.read(
+                counter_store.note_rate_limit(
+                    self.keys,
+                    account,
+                    limit.scope,
+                    window.limit if window is not None else None,
+                    window.remaining if window is not None else None,
+                    int(reset.timestamp() * 1000) if reset is not None else None,
+                    limit.status,
+                    limit.retry_after,
+                    self.now_ms(),
+                )
+            )
+        except BatchdError:
+            pass  # a view for operators; the call itself is what matters
 
     def queue(self, stage: str) -> Queue:
         q = self._queues.get(stage)
@@ -97,17 +130,24 @@ class Runtime:
                 self.keys, account, asm, job_id, now + int(self.settings.run.stale_after * 1000)
             )
         )
-        self.queue(stage).enqueue(
-            "batchd.stages.run_stage",
-            stage,
-            account,
-            asm,
-            job_id=job_id,
-            job_timeout=JOB_TIMEOUTS[stage],
-            result_ttl=0,
-            failure_ttl=86400,
-            description=f"{stage} {account}/{asm}",
-        )
+        try:
+            self.queue(stage).enqueue(
+                "batchd.stages.run_stage",
+                stage,
+                account,
+                asm,
+                job_id=job_id,
+                job_timeout=JOB_TIMEOUTS[stage],
+                result_ttl=0,
+                failure_ttl=86400,
+                description=f"{stage} {account}/{asm}",
+            )
+        except redis.RedisError as exc:
+            # No job: the sweeper finds none waiting at the check time and queues the stage.
+            raise RedisUnavailableError(
+                f"cannot queue the {stage} stage on rq's Redis ({exc}); is redis.rq_url "
+                "(BATCHD_REDIS__RQ_URL) right?"
+            ) from exc
 
     def job_status(self, job_id: str) -> str | None:
         """The status rq has for a stage job (None when rq no longer has it)."""
@@ -117,6 +157,23 @@ class Runtime:
             return None
         status = job.get_status(refresh=False)
         return status.value if isinstance(status, JobStatus) else str(status)
+
+    def job_waiting(self, job_id: str) -> bool:
+        """Whether a stage job is still waiting in rq's queue for a worker.
+
+        Its status alone does not say: a worker that took the job and lost rq's Redis before
+        marking it started leaves it `queued` and in no queue, never to run.
+        """
+        try:
+            job = Job.fetch(job_id, connection=self.rq_redis)
+            status = job.get_status(refresh=False)
+            if status in (JobStatus.DEFERRED, JobStatus.SCHEDULED):
+                return True
+            if status is not JobStatus.QUEUED:
+                return False
+            return Queue(job.origin, connection=self.rq_redis).get_job_position(job_id) is not None
+        except Exception:  # no such job (or not decodable): rq no longer runs it
+            return False
 
     def close(self) -> None:
         for client in self._api.values():

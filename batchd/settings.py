@@ -31,6 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from batchd import envvars
 from batchd.defaults import CLAIM_CHUNK
 from batchd.errors import ConfigError
 from batchd.store.connection import parse_url
@@ -73,11 +74,18 @@ def _http_url(value: str | None) -> str | None:
 
 
 class AccountSettings(_Section):
-    """One Anthropic account (workspace): its API key and, optionally, its own base URL."""
+    """One Anthropic account (workspace): its API key, optionally its own base URL, and what
+    becomes of a request whose deadline no batch can make."""
 
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     base_url: str | None = None
+    deadline_policy: Literal["realtime", "batch", "fail"] = Field(
+        "realtime",
+        description="a request whose deadline no batch can make: realtime (sent through the "
+        "Messages API at its price), batch (kept in batches, its result marked late) or fail "
+        "(ended errored, deadline_exceeded)",
+    )
 
     _base_url = field_validator("base_url")(_http_url)
 
@@ -178,7 +186,83 @@ class RetrySettings(_Section):
     max_attempts: int = Field(3, ge=1, le=100)
     retry_error_types: list[str] = ["api_error", "overloaded_error", "rate_limit_error"]
     retry_expired: bool = True
+    expired: Literal["batch", "realtime", "fail"] | None = Field(
+        None,
+        description="a request whose batch expired before it ran: batch (round again in a "
+        "batch), realtime (sent through the Messages API) or fail (ends expired); unset: batch "
+        "when retry_expired is true, else fail",
+    )
     retry_canceled: bool = True
+
+    @model_validator(mode="after")
+    def _one_expired_policy(self) -> RetrySettings:
+        legacy = "batch" if self.retry_expired else "fail"
+        if self.expired is not None and "retry_expired" in self.model_fields_set:
+            if self.expired != legacy and not (self.expired == "realtime" and self.retry_expired):
+                raise ValueError(
+                    f"retry.expired = {self.expired!r} contradicts retry.retry_expired = "
+                    f"{str(self.retry_expired).lower()}; set only retry.expired"
+                )
+        return self
+
+    @property
+    def expired_policy(self) -> Literal["batch", "realtime", "fail"]:
+        """What becomes of an expired request: `expired`, else what `retry_expired` says."""
+        if self.expired is not None:
+            return self.expired
+        return "batch" if self.retry_expired else "fail"
+
+
+class DeadlineSettings(_Section):
+    """Planning for requests with a deadline: when their lanes are cut, when they leave the
+    batch route (see accounts.<name>.deadline_policy)."""
+
+    default_duration: float = Field(
+        3600.0,
+        gt=0,
+        description="seconds a batch is taken to need, from its cut to its end, until enough of "
+        "the account's own have been observed",
+    )
+    min_samples: int = Field(
+        5, ge=1, description="observed batch durations needed before they replace the default"
+    )
+    percentile: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="which of the observed durations plans a deadline (0.9: nine batches in "
+        "ten were that quick)",
+    )
+    margin: float = Field(
+        60.0, ge=0, description="seconds added to a batch's duration for its fan-out and polling"
+    )
+    realtime_reserve: float = Field(
+        300.0,
+        ge=0,
+        description="seconds before a batch's earliest deadline at which, still unfinished, it "
+        "is canceled (policies realtime and fail): time left for the cancel and the real-time "
+        "route",
+    )
+
+
+class RealtimeSettings(_Section):
+    """The real-time route (the "realtime" role): requests whose deadline no batch can make,
+    sent through the Messages API at its price."""
+
+    concurrency: int = Field(8, ge=1, le=1024, description="calls in flight at once per process")
+    requests_per_minute: int = Field(
+        50, ge=0, description="real-time calls per minute per account, all replicas (0: no limit)"
+    )
+    tokens_per_minute: int = Field(
+        0,
+        ge=0,
+        description="input (estimated) and max output tokens per minute per account, all "
+        "replicas (0: no limit)",
+    )
+    max_attempts: int = Field(
+        4, ge=1, le=100, description="calls per request the API answered with a retryable error"
+    )
+    timeout: float = Field(600.0, gt=0, description="seconds one real-time call may take")
 
 
 class SubmitSettings(_Section):
@@ -197,12 +281,16 @@ class SubmitSettings(_Section):
 class RunSettings(_Section):
     """The daemon process."""
 
-    roles: list[Literal["aggregator", "worker", "webhooks", "sweeper", "ingress"]] = [
+    roles: list[
+        Literal["aggregator", "worker", "webhooks", "sweeper", "ingress", "console", "realtime"]
+    ] = [
         "aggregator",
         "worker",
         "webhooks",
         "sweeper",
         "ingress",
+        "console",
+        "realtime",
     ]
     workers: int = Field(2, ge=0, le=64)
     grace: float = Field(30.0, ge=0)
@@ -330,6 +418,114 @@ class IngressSettings(_Section):
         return value
 
 
+class ConsoleToken(_Section):
+    """One person's token for the web console, stored as its SHA-256, with what it may do."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")
+    role: Literal["viewer", "operator"] = Field(
+        "viewer", description="viewer: looks only; operator: also requeues, purges, retries"
+    )
+
+
+class ConsoleSettings(_Section):
+    """The web console of `batchd run` (its "console" role): see and steer batchd in a browser."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9465, ge=0, le=65535, description="0 picks a free port")
+    tokens: list[ConsoleToken] = []
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_tokens(cls, value: list[ConsoleToken]) -> list[ConsoleToken]:
+        for attr in ("name", "sha256"):
+            seen = [getattr(t, attr) for t in value]
+            dup = sorted({v for v in seen if seen.count(v) > 1})
+            if dup:
+                raise ValueError(f"each token needs its own {attr}; repeated: {dup}")
+        return value
+
+
+class ModelPrice(_Section):
+    """One model's list (real-time) prices in USD per million tokens; `model` is its id or the
+    id a dated snapshot starts with (`claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`)."""
+
+    model: str = Field(min_length=1)
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write_5m: float = Field(ge=0)
+    cache_write_1h: float = Field(ge=0)
+    cache_read: float = Field(ge=0)
+
+
+class PriceSettings(_Section):
+    """What tokens cost: the built-in table (`batchd.pricing`), amended by `models`."""
+
+    batch_discount: float = Field(
+        0.5, ge=0, lt=1, description="fraction of the list price the Batches API takes off"
+    )
+    models: list[ModelPrice] = Field(
+        default_factory=list,
+        description="prices added to the built-in table, or replacing its row of the same model",
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, value: list[ModelPrice]) -> list[ModelPrice]:
+        seen = [m.model for m in value]
+        dup = sorted({m for m in seen if seen.count(m) > 1})
+        if dup:
+            raise ValueError(f"each model needs one price; repeated: {dup}")
+        return value
+
+
+class LedgerSettings(_Section):
+    """The token and cost ledger's reports."""
+
+    metric_tags: list[str] = Field(
+        default_factory=list,
+        description="tags that get their own `tag` label on the cost metrics (others: `other`); "
+        "empty: no tag label, so producers' tags cannot multiply the series",
+    )
+
+
+class BudgetCap(_Section):
+    """A spend cap (USD, at the prices billed) on an account, a tag, or a tag within an account.
+
+    Days and months are UTC. A cap without `account` covers the tag across every account.
+    """
+
+    account: str | None = None
+    tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:/@-]{1,64}$")
+    daily: float | None = Field(None, gt=0)
+    monthly: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _has_scope_and_limit(self) -> BudgetCap:
+        if self.account is None and self.tag is None:
+            raise ValueError("a cap needs an account, a tag, or both")
+        if self.daily is None and self.monthly is None:
+            raise ValueError("a cap needs a daily or a monthly limit (USD)")
+        return self
+
+    @property
+    def scope(self) -> str:
+        """`account`, `tag:<tag>` or `account/tag:<tag>`, as holds and metrics name it."""
+        if self.tag is None:
+            return str(self.account)
+        return f"{self.account}/tag:{self.tag}" if self.account else f"tag:{self.tag}"
+
+
+class BudgetSettings(_Section):
+    """Spend caps: at a cap, lanes holding the capped requests stay pending (never lost)."""
+
+    caps: list[BudgetCap] = Field(default_factory=list)
+    refuse_submits: bool = Field(
+        False, description="also refuse new submits of a capped account or tag until it frees"
+    )
+
+
 class HttpSettings(_Section):
     """The operations endpoints: /metrics, /healthz, /readyz."""
 
@@ -357,7 +553,9 @@ class RedisSettings(_Section):
     )
     wait_timeout: float = Field(1.0, gt=0, description="seconds one WAIT for replicas may take")
     wait_submits: bool = Field(
-        False, description="also WAIT for replicas before a producer's submit returns"
+        False,
+        description="also WAIT for replicas before a producer's submit, or a consumer's ack, "
+        "returns (DurabilityError when they do not confirm: submit again under the same key)",
     )
 
     @field_validator("rq_url")
@@ -398,13 +596,19 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     poll: PollSettings = PollSettings()
     retry: RetrySettings = RetrySettings()
+    deadlines: DeadlineSettings = DeadlineSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     submit: SubmitSettings = SubmitSettings()
     run: RunSettings = RunSettings()
     log: LogSettings = LogSettings()
     webhooks: WebhookSettings = WebhookSettings()
     ingress: IngressSettings = IngressSettings()
+    console: ConsoleSettings = ConsoleSettings()
     http: HttpSettings = HttpSettings()
     redis: RedisSettings = RedisSettings()
+    prices: PriceSettings = PriceSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    budgets: BudgetSettings = BudgetSettings()
 
     @field_validator("redis_url")
     @classmethod
@@ -452,6 +656,24 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("budgets")
+    @classmethod
+    def _cap_accounts_exist(cls, value: BudgetSettings, info: ValidationInfo) -> BudgetSettings:
+        accounts = info.data.get("accounts")
+        if accounts is None:
+            return value
+        unknown = sorted({c.account for c in value.caps if c.account} - set(accounts))
+        if unknown:
+            raise ValueError(
+                f"caps name accounts {unknown} that are not configured (accounts: "
+                f"{sorted(accounts)})"
+            )
+        scopes = [c.scope for c in value.caps]
+        dup = sorted({s for s in scopes if scopes.count(s) > 1})
+        if dup:
+            raise ValueError(f"one cap per scope; repeated: {dup}")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -474,15 +696,26 @@ class Settings(BaseSettings):
         Raises ConfigError naming every invalid field.
         """
         path = config if config is not None else os.environ.get("BATCHD_CONFIG")
+        if path is not None and Path(path).is_dir():
+            raise ConfigError(
+                f"config file {path} is a directory: give the path of a TOML file in it "
+                f"(--config {Path(path) / 'batchd.toml'})",
+                [f"config: {path} is a directory"],
+            )
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"config file {path} not found", [f"config: {path} not found"])
+        unparsable = envvars.unparsable(cls, os.environ)
+        if unparsable:
+            raise ConfigError("invalid configuration: " + "\n  ".join(unparsable), unparsable)
         _CONFIG_PATH["path"] = Path(path) if path is not None else None
         try:
             return cls(**overrides)
         except ValidationError as exc:
             problems = [_describe(err) for err in exc.errors()]
+            # One bad field is one line; several are a line each under the heading.
+            sep = " " if len(problems) == 1 else "\n  "
             raise ConfigError(
-                "invalid configuration:\n  " + "\n  ".join(problems), problems
+                "invalid configuration:" + sep + "\n  ".join(problems), problems
             ) from None
         except tomllib.TOMLDecodeError as exc:
             problem = f"config: {path} is not valid TOML: {exc}"

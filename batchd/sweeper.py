@@ -6,10 +6,12 @@ lease lives). Past it, one sweeper takes it (SCHEDULE), and queues its stage unl
 is still waiting in rq's queue or a live lease says it is running. Stages are idempotent, so a
 needless run does no harm. This replaces rq's scheduler: delays live in batchd's own data, so
 nothing waits on a scheduler process, and a crashed replica's stages resume within a lease.
+Each pass also runs the deadline planner (`deadlines.plan`).
 """
 
 from __future__ import annotations
 
+from batchd import deadlines
 from batchd.logs import get_logger
 from batchd.runtime import Runtime
 from batchd.stages import STAGE_OF_STATE, poll
@@ -19,8 +21,6 @@ from batchd.store import replies as reply_store
 
 log = get_logger("batchd.sweeper")
 
-#: rq statuses of a job that will still run: the sweeper queues no second one.
-_WAITING = frozenset({"queued", "deferred", "scheduled"})
 #: Seconds between retries of replies a reply queue refused (parked).
 PARKED_RETRY = 30.0
 
@@ -30,9 +30,13 @@ _parked_at: dict[str, float] = {}
 def sweep(rt: Runtime, limit: int = 200) -> int:
     """One pass; returns how many stage jobs were queued."""
     poll.list_accounts(rt)
+    deadlines.plan(rt)
     sent = 0
     now = rt.now_ms()
     recheck = now + int(rt.settings.run.stale_after * 1000)
+    # A live lease moves the due time on while its holder lives; one that lapses (its process
+    # died) is noticed within a lease, not a whole `stale_after`.
+    lease_check = now + int(rt.settings.run.lease * 1000)
     for account in rt.settings.accounts:
         drain_replies(rt, account, now)
         due = rt.store.read(asm_store.overdue(rt.keys, account, now, limit))
@@ -40,7 +44,8 @@ def sweep(rt: Runtime, limit: int = 200) -> int:
             continue
         leased = rt.store.read(asm_store.leased(rt.keys, account, [a for a, _ in due]))
         for (asm, seen), busy in zip(due, leased, strict=True):
-            if not rt.store.run(asm_store.schedule(rt.keys, account, asm, seen, recheck)):
+            nxt = lease_check if busy else recheck
+            if not rt.store.run(asm_store.schedule(rt.keys, account, asm, seen, nxt)):
                 continue  # another sweeper took it
             if busy:
                 continue  # running: its lease moves the due time on
@@ -49,7 +54,7 @@ def sweep(rt: Runtime, limit: int = 200) -> int:
             if a is None or stage is None:
                 rt.store.read(asm_store.forget(rt.keys, account, asm))
                 continue
-            if a.job and rt.job_status(a.job) in _WAITING:
+            if a.job and rt.job_waiting(a.job):
                 continue  # its job is queued, waiting for a worker
             rt.enqueue(stage, account, asm)
             sent += 1

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -108,6 +110,49 @@ def digest_differences(first: str, second: str) -> list[str]:
 
     a, b = split(first), split(second)
     return [DIGEST_PARTS.get(k, k) for k in DIGEST_PARTS if a.get(k) != b.get(k)]
+
+
+#: An epoch time in seconds past this is taken for milliseconds sent by mistake (year 5138).
+_EPOCH_SECONDS_MAX = 1e11
+
+
+def parse_deadline(value: Any) -> int | None:
+    """A producer's deadline as epoch milliseconds: a timezone-aware datetime, epoch seconds
+    (int or float), or an ISO 8601 time with its offset (`2026-01-02T09:00:00Z`); None for none.
+    Raises InvalidRequestError (field `deadline`) for anything else, a time without a zone
+    included: which 09:00 is meant cannot be guessed."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise InvalidRequestError(
+                    f"deadline: {text[:64]!r} is not an ISO 8601 time (e.g. "
+                    "2026-01-02T09:00:00Z) or epoch seconds",
+                    field="deadline",
+                ) from None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidRequestError(
+                "deadline: the time has no timezone (give one, e.g. 2026-01-02T09:00:00Z or "
+                "datetime(..., tzinfo=UTC))",
+                field="deadline",
+            )
+        return int(value.timestamp() * 1000)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequestError(
+            "deadline: a datetime, epoch seconds or an ISO 8601 time", field="deadline"
+        )
+    if not math.isfinite(value) or value <= 0 or value > _EPOCH_SECONDS_MAX:
+        raise InvalidRequestError(
+            "deadline: epoch seconds must be a positive time (not milliseconds)", field="deadline"
+        )
+    return int(value * 1000)
 
 
 def check_params(params: Any) -> None:
@@ -248,7 +293,15 @@ def prepare(
         metadata=md,
         tag=tag or "",
         deadline_ms=deadline_ms,
+        estimate=estimate_basis(params),
     )
+
+
+def estimate_basis(params: Mapping[str, Any]) -> str:
+    """`<max_tokens> <model>`, kept on the record so a spend cap can price the request before
+    it is sent without reading its params (the model cut short, the record's separator out)."""
+    model = str(params["model"])[:200].replace("\x1f", "_")
+    return f"{params['max_tokens']} {model}"
 
 
 def check_betas(betas: Sequence[str] | None, settings: Settings) -> tuple[str, ...]:

@@ -48,6 +48,13 @@ TIMEOUT_HEADER = "x-stainless-timeout"
 #: Sent by the official Python SDK: its read timeout for this attempt, in seconds.
 READ_TIMEOUT_HEADER = "x-stainless-read-timeout"
 BETA_HEADER = "anthropic-beta"
+#: Optional header: the ledger tag (a tenant, feature or team) of a drop-in call.
+TAG_HEADER = "batchd-tag"
+#: Optional header: when the call's result is needed by (ISO 8601 with its offset, or epoch
+#: seconds); past what a batch can make, the account's deadline_policy decides.
+DEADLINE_HEADER = "batchd-deadline"
+#: Header of a drop-in answer with a result: the route that produced it (batch or realtime).
+MODE_HEADER = "batchd-mode"
 #: Anthropic SDKs honour it: an answer whose retry could not turn out differently says so.
 NO_RETRY = {"x-should-retry": "false"}
 #: Seconds a held call answers before the SDK's own timeout would cut it.
@@ -187,7 +194,14 @@ async def create_message(request: web.Request) -> web.Response:
         if key is None and _retry_count(request) > 0:
             rid = await store.read(req_store.find_attempt(keys, account, principal.name, digest))
         if rid is None:
-            item = SubmitItem(body, key=key, account=account, betas=betas)
+            item = SubmitItem(
+                body,
+                key=key,
+                account=account,
+                betas=betas,
+                tag=request.headers.get(TAG_HEADER),
+                deadline=request.headers.get(DEADLINE_HEADER),
+            )
             remember = key is None
             ttl_ms = int(cfg.drop_in_reattach * 1000)
 
@@ -231,7 +245,7 @@ async def create_message(request: web.Request) -> web.Response:
             f"{IDEMPOTENCY_HEADER}, or GET /v1/requests/{rid}?wait=60 on this server",
             headers=headers | retry_headers(REATTACH_AFTER),
         )
-    return render(result, headers)
+    return render(result, headers | {MODE_HEADER: result.mode})
 
 
 # -- pass-through ------------------------------------------------------------------------------

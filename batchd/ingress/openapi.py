@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from batchd.ingress import ledger
+from batchd.ingress.operators import openapi_paths
 from batchd.results import LIVE_STATES, TERMINAL_STATUSES
 from batchd.settings import ACCOUNT_NAME, Settings
 
@@ -88,6 +90,22 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "metadata": {"type": ["object", "null"]},
             "submitted_at": nullable_str,
             "ended_at": nullable_str,
+            "mode": {
+                "type": "string",
+                "enum": ["batch", "realtime"],
+                "description": "the route that produced the result: a batch, or the real-time "
+                "Messages API (its deadline could not be made by batch)",
+            },
+            "deadline": {**nullable_str, "description": "the request's deadline, if it had one"},
+            "deadline_met": {
+                "type": ["boolean", "null"],
+                "description": "with a deadline: whether the request succeeded by then",
+            },
+            "deadline_missed": {
+                **nullable_str,
+                "description": "why a deadline was missed: late (succeeded after it), "
+                "unreachable (no batch could make it; policy fail), or how the request ended",
+            },
         },
     }
     item_error = {
@@ -159,6 +177,14 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "items": {"type": "string", "enum": known_betas},
                     "description": "`anthropic-beta` values the request's batch is created with "
                     "(api.known_betas); requests with different betas never share a batch",
+                },
+                "deadline": {
+                    "type": ["string", "number", "null"],
+                    "description": "when the result is needed by: an ISO 8601 time with its "
+                    "offset (2026-01-02T09:00:00Z) or epoch seconds. Its lane is cut early "
+                    "enough for a batch to make it; if none can, the account's "
+                    "deadline_policy decides (real-time call, late batch, or errored "
+                    "deadline_exceeded)",
                 },
             },
         },
@@ -368,6 +394,7 @@ def build(settings: Settings) -> dict[str, Any]:
         },
         "security": token,
         "paths": {
+            **ledger.openapi_paths(sorted(settings.accounts)),
             "/v1/requests": {
                 "post": {
                     "operationId": "submitRequest",
@@ -601,7 +628,7 @@ def build(settings: Settings) -> dict[str, Any]:
             },
         },
         "components": {
-            "schemas": _schemas(settings),
+            "schemas": {**_schemas(settings), **ledger.openapi_schemas()},
             "responses": responses,
             "headers": {
                 "RequestId": {
@@ -624,6 +651,8 @@ def build(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    for path, ops in openapi_paths(settings).items():
+        doc["paths"].setdefault(path, {}).update(ops)
     return doc
 
 

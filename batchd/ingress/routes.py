@@ -17,7 +17,9 @@ from batchd.ingress.app import (
     submit,
     submit_bulk,
 )
+from batchd.ingress.ledger import COST_PATH, get_cost
 from batchd.ingress.messages import count_tokens, create_message, list_models, retrieve_model
+from batchd.ingress.operators import install
 
 
 def build_app(ctx: Ingress) -> web.Application:
@@ -34,4 +36,6 @@ def build_app(ctx: Ingress) -> web.Application:
     app.router.add_post(MESSAGES_PATH + "/count_tokens", count_tokens)
     app.router.add_get("/v1/models", list_models, allow_head=False)
     app.router.add_get("/v1/models/{id}", retrieve_model, allow_head=False)
+    app.router.add_get(COST_PATH, get_cost, allow_head=False)
+    install(app)
     return app

@@ -16,10 +16,12 @@ from typing import Any
 
 import orjson
 
+from batchd import deadlines
 from batchd.api import ResultLine
 from batchd.defaults import BAD_LINES_LOGGED, FANOUT_CHUNK, FANOUT_DEPTH, RESULT_FETCHES
 from batchd.errors import APIError, LostLease, NotFoundError
 from batchd.logs import get_logger
+from batchd.observe import metrics
 from batchd.overlap import WriteBehind
 from batchd.runtime import Lease, Runtime, crash_point, jittered
 from batchd.stages.ending import error_result, requeue_missing, retention_ms
@@ -34,8 +36,11 @@ from batchd.store.keys import TOKEN_LENGTH
 log = get_logger("batchd.stages.fanout")
 
 
-def classify(rt: Runtime, result: Any, operator_canceled: bool) -> str:
-    """ok | err | retry | canceled | expired, by the retry policy."""
+def classify(
+    rt: Runtime, result: Any, operator_canceled: bool, deadline_canceled: bool = False
+) -> str:
+    """ok | err | retry | canceled | expired | realtime, by the retry policy. A line canceled
+    because batchd canceled its batch for a deadline goes round again (by its own deadline)."""
     policy = rt.settings.retry
     kind = result.get("type") if isinstance(result, dict) else None
     if kind == "succeeded":
@@ -47,8 +52,10 @@ def classify(rt: Runtime, result: Any, operator_canceled: bool) -> str:
         etype = err.get("type") if isinstance(err, dict) else None
         return "retry" if etype in policy.retry_error_types else "err"
     if kind == "expired":
-        return "retry" if policy.retry_expired else "expired"
+        return {"batch": "retry", "realtime": "realtime", "fail": "expired"}[policy.expired_policy]
     if kind == "canceled":
+        if deadline_canceled:
+            return "retry"
         return "retry" if policy.retry_canceled and not operator_canceled else "canceled"
     return "err"
 
@@ -112,7 +119,11 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
     totals = Applied(0, 0, 0, 0)
     counting = threading.Lock()
     applied_chunks = 0
-    ledger = asm_store.ledger_keys(rt.keys, account, rt.now_ms())
+    now = rt.now_ms()
+    ledger = asm_store.ledger_keys(rt.keys, account, now)
+    # Lines going round again whose deadline no new batch can make follow the account's policy.
+    too_late = deadlines.too_late_ms(rt, account, now)
+    policy = rt.settings.accounts[account].deadline_policy
 
     def apply(lines: list[Line]) -> None:
         nonlocal applied_chunks, totals
@@ -127,16 +138,21 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
                 retention_ms=retention_ms(rt),
                 max_attempts=rt.settings.retry.max_attempts,
                 ledger=ledger,
+                too_late_ms=too_late,
+                policy=policy,
             )
         )
         if out.replies:
             reply_store.drain_all(rt.store, account)
+        for status, seconds in out.ends:
+            metrics.request_turnaround(account, status, seconds)
         with counting:
             totals = Applied(
                 totals.done + out.done,
                 totals.requeued + out.requeued,
                 totals.ignored + out.ignored,
                 totals.replies + out.replies,
+                escalated=totals.escalated + out.escalated,
             )
             applied_chunks += 1
             first = applied_chunks == 1
@@ -186,7 +202,9 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
                     cls, result = recovered(line)
                     chunk.append(Line(token, cls, result, usage_of(line.result)))
                 else:
-                    cls = classify(rt, line.result, a.operator_canceled)
+                    cls = classify(
+                        rt, line.result, a.operator_canceled, bool(a.deadline_canceled_ms)
+                    )
                     chunk.append(Line(token, cls, orjson.dumps(line.result), usage_of(line.result)))
                 if len(chunk) >= FANOUT_CHUNK:
                     send(chunk)
@@ -217,7 +235,7 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
         missing = requeue_missing(
             rt, a, error_result("missing_result", "no line in the batch results")
         )
-    outcome = "canceled" if a.operator_canceled else "completed"
+    outcome = "canceled" if a.operator_canceled or a.deadline_canceled_ms else "completed"
     rt.store.run(
         asm_store.close(
             rt.keys, account, asm, retention_ms=retention_ms(rt), outcome=outcome, batch_id=bid
@@ -227,6 +245,7 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
         "fan-out done",
         ended=totals.done,
         requeued=totals.requeued,
+        to_realtime=totals.escalated,
         ignored_lines=totals.ignored + unknown,
         unreadable_lines=bad_lines,
         damaged_lines=damaged,

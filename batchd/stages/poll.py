@@ -78,7 +78,11 @@ def seen(rt: Runtime, a: AssemblyRecord, batch: MessageBatch, *, listed: bool = 
         bound.error("batch results were archived before fan-out; its requests end errored")
         fail_all(rt, a, "results_archived", "the batch's results were archived")
         return "archived"
-    rt.store.read(asm_store.ended(rt.keys, a.account, a.id, counts, batch.results_url, rt.now_ms()))
+    now = rt.now_ms()
+    # How long it took from its cut, for deadline plans: not a batch canceled before its end.
+    start = a.sealed_ms or a.created_ms
+    took = None if a.operator_canceled or a.deadline_canceled_ms or not start else now - start
+    rt.store.read(asm_store.ended(rt.keys, a.account, a.id, counts, batch.results_url, now, took))
     bound.info("batch ended", succeeded=c.succeeded, errored=c.errored, expired=c.expired)
     rt.enqueue("fanout", a.account, a.id)
     return "ended"

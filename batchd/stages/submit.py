@@ -60,7 +60,11 @@ def run(rt: Runtime, a: AssemblyRecord, asm_lease: Lease) -> str:
         if state.batch_id:
             rt.enqueue("poll", account, asm)
             return "already submitted"
-        if state.intent_ms:
+        if state.intent_ms and not state.posted_ms:
+            # The process that wrote this intent stopped before its POST sent a byte: no batch
+            # can exist, so a new intent goes ahead at once.
+            bound.info("an earlier create stopped before its POST; creating now")
+        elif state.intent_ms:
             try:
                 found = find_created(rt, state)
             except APIError as exc:
@@ -105,6 +109,17 @@ def create(rt: Runtime, a: AssemblyRecord, lock: Lease) -> str:
     account, asm = a.account, a.id
     bound = log.bind(account=account, assembly=asm)
     betas = lane_betas(rt, account, a.lane)
+    try:
+        posted = rt.store.durable(asm_store.posting(rt.keys, account, asm, lock.token))
+    except DurabilityError as exc:
+        rt.store.run(asm_store.clear_intent(rt.keys, account, asm, lock.token))
+        bound.warning("posting mark not on the replicas yet; holding", error=str(exc))
+        rt.enqueue("submit", account, asm, delay=jittered(2.0))
+        return "posting not durable"
+    if not posted:
+        rt.enqueue("submit", account, asm, delay=1)
+        return "lost the create lock"
+    crash_point("before_post")
     try:
         batch = rt.api(account).create(
             body_chunks(rt, a, lock), a.content_length, retries=False, betas=betas

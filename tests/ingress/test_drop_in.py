@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +58,23 @@ def test_sdk_gets_a_message_through_a_whole_batch_cycle(full: Ingress) -> None:
     assert "Say hello" in message.content[0].text  # the emulator echoes the prompt
     assert message.usage.output_tokens > 0
     assert billed(full) == before + 1
+
+
+def test_deadline_header_no_batch_can_make_is_answered_in_real_time(full: Ingress) -> None:
+    """A `batchd-deadline` no batch can make is answered through the real-time API (policy
+    realtime): the same Message, `batchd-mode: realtime`, billed once and in no batch."""
+    audit = full.emulator.audit
+    before = audit()[full.emulator.api_key]
+    deadline = time.time() + 60  # a batch is planned at an hour by default
+    with sdk(full) as client:
+        raw = client.messages.with_raw_response.create(
+            **PARAMS, extra_headers={"batchd-deadline": str(deadline)}
+        )
+    assert raw.headers["batchd-mode"] == "realtime"
+    assert raw.parse().type == "message"
+    after = audit()[full.emulator.api_key]
+    assert after["realtime_billed"] == before["realtime_billed"] + 1
+    assert after["requests"] == before["requests"]
 
 
 def test_sdk_with_a_bearer_token_works_too(full: Ingress) -> None:

@@ -10,6 +10,8 @@ import httpx
 import orjson
 import pytest
 
+from batchd.store import Keys, Store, split_request_id
+from batchd.store import requests as req_store
 from tests.ingress.conftest import Ingress, params
 from tests.support.daemon import wait_for
 
@@ -83,6 +85,8 @@ def test_submit_names_the_invalid_field_and_stores_nothing(held: Ingress) -> Non
         ({"params": {**params(), "stream": True}}, "params.stream"),
         ({"params": params(), "tag": "no spaces"}, "tag"),
         ({"params": params(), "betas": ["no-such-beta-2099-01-01"]}, "betas"),
+        ({"params": params(), "deadline": "tomorrow"}, "deadline"),
+        ({"params": params(), "deadline": "2030-01-02T09:00:00"}, "deadline"),
     ],
 )
 def test_submit_refuses_each_bad_field(held: Ingress, payload: dict[str, Any], field: str) -> None:
@@ -100,6 +104,23 @@ def test_submit_with_tag_and_betas_is_queued(held: Ingress) -> None:
     response = held.http().post("/v1/requests", json=BETA_ITEM)
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "pending"
+
+
+def test_submit_with_a_deadline_keeps_it(held: Ingress) -> None:
+    """`deadline` as an ISO 8601 time or epoch seconds: 202, the deadline kept in epoch ms."""
+    http = held.http()
+    for given in ("2030-01-02T09:00:00Z", 1893574800):
+        response = http.post("/v1/requests", json={"params": params(), "deadline": given})
+        assert response.status_code == 202, response.text
+        account, token = split_request_id(response.json()["id"])
+        client = held.redis()
+        try:
+            record = Store(client, Keys(held.prefix)).read(
+                req_store.read(Keys(held.prefix), account, token)
+            )
+        finally:
+            client.close()
+        assert record is not None and record.deadline_ms == 1893574800000
 
 
 def test_submit_of_a_key_again_without_its_betas_is_a_conflict(held: Ingress) -> None:

@@ -21,10 +21,10 @@ from tests.support.daemon import wait_for
 MINUTE = 60_000
 
 
-def batchd(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def batchd(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "batchd", *args],
-        env={**stack.env(), "COLUMNS": "160"},
+        env={**stack.env(**env), "COLUMNS": "160"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -73,6 +73,35 @@ def test_json_keeps_its_keys_and_adds_the_rest(stack: Stack, submit: SubmitFn) -
     assert set(status["workers"]["stage_jobs_queued"]) == {"submit", "poll", "fanout"}
     [now] = status["throughput"]  # a daemon took this minute's snapshot at start
     assert now["partial"] is True
+
+
+def test_deadlines_show_batch_durations_and_what_left_the_batch_route(
+    stack: Stack, submit: SubmitFn
+) -> None:
+    """The deadlines section has each account's policy, observed batch durations (the planned
+    one stays the default until enough are seen), and deadlines met and escalated."""
+    plans = {"BATCHD_DEADLINES__MIN_SAMPLES": "2"}
+    stack.daemon(True, **plans)
+    for _ in range(2):  # two batches, one after the other, to be measured
+        submit(1)
+        stack.wait_ended(stack.ended() + 1)
+    rid = stack.client.submit(
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "x"}],
+        },
+        deadline=time.time() + 5,
+    ).id
+    assert stack.client.wait(rid, timeout=30).mode == "realtime"
+    status = json.loads(batchd(stack, "status", "--json", **plans).stdout)
+    [d] = status["deadlines"]
+    assert d["policy"] == "realtime"
+    assert d["batch_duration"]["samples"] == 2 and d["batch_duration"]["source"] == "observed"
+    assert d["counters"]["escalated:realtime"] == 1
+    assert d["counters"]["realtime:succeeded"] == d["counters"]["deadlines_met"] == 1
+    table = batchd(stack, "status", **plans).stdout
+    assert "Deadlines" in table and "realtime" in table
 
 
 def test_watch_refreshes_until_interrupted(stack: Stack) -> None:

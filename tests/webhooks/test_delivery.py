@@ -302,6 +302,18 @@ def test_loopback_is_refused_unless_allowed(
     assert receiver.requests == []
 
 
+def test_loopback_refusal_names_the_settings_that_allow_it(
+    redis_url: str, store: Store, receiver: Receiver, start_sender: StartSender
+) -> None:
+    """A delivery refused for its loopback address says which settings would let it through."""
+    start_sender(make_settings(redis_url, allow_networks=[]))
+    token = enqueue(store, receiver.url())
+    rec = wait_state(store, token, "dead")
+    assert "webhooks.allow_hosts" in rec.last_error
+    assert "webhooks.allow_networks" in rec.last_error
+    assert receiver.requests == []
+
+
 def test_allow_hosts_lets_a_named_host_through(
     redis_url: str, store: Store, receiver: Receiver, start_sender: StartSender
 ) -> None:
