@@ -89,6 +89,9 @@ def module_stack(
         "BATCHD_WEBHOOKS__TIMEOUT": "1",
         # A batch the API answers 404 for (and its list does not show) is gone after 2 s.
         "BATCHD_POLL__NOT_FOUND_GRACE": "2",
+        # Each batch polled on its own: the answers spoiled here are those of retrieve (the
+        # listing's own faults are in tests/e2e and the chaos run).
+        "BATCHD_POLL__LIST_INTERVAL": "0",
     })  # fmt: skip
     daemon = DaemonProcess(directory / "daemon", env)
     daemon.start()

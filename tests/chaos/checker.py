@@ -61,6 +61,9 @@ class Verdict:
     #: custom_ids the emulator billed in a batch and in real time; twice in real time.
     billed_both_routes: list[str] = field(default_factory=list)
     realtime_double_billed: list[str] = field(default_factory=list)
+    #: Requests ended errored because batchd took their batch (or its results) for gone: with
+    #: transient 404s only (the nemesis never deletes a batch), every one is a broken promise.
+    errored_by_404: list[str] = field(default_factory=list)
 
     def violations(self) -> dict[str, int]:
         return {
@@ -73,6 +76,7 @@ class Verdict:
             "double-billed": self.double_billed,
             "billed on both routes": len(self.billed_both_routes),
             "billed twice in real time": len(self.realtime_double_billed),
+            "errored by a transient 404": len(self.errored_by_404),
             "deadlines unreported": len(self.deadlines_unreported),
         }
 
@@ -263,6 +267,8 @@ class Checker:
                     v.by_mode[out.mode] += 1
                 if out.error_type == "realtime_unanswered":
                     v.unanswered += 1
+                if out.error_type == "not_found_error":
+                    v.errored_by_404.append(rid)
                 deadline = self.deadlines.get(rid)
                 if deadline is None:
                     if out.has_deadline:

@@ -130,6 +130,7 @@ class Report:
             ("double-submitted", v.double_submitted),
             ("double-billed", v.double_billed),
             ("billed on both routes (batch and real time)", len(v.billed_both_routes)),
+            ("errored by a transient 404", len(v.errored_by_404)),
             ("billed twice in real time", len(v.realtime_double_billed)),
             ("deadlines: given / met / missed",
              f"{v.with_deadline} / {v.deadlines_met} / {sum(v.deadlines_missed.values())}"),

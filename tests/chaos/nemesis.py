@@ -44,6 +44,10 @@ KINDS: dict[str, str] = {
     "errored_results": "requests end errored (api_error, overloaded_error)",
     "expired_results": "requests end expired",
     "queue_full": "the API's processing queue is full",
+    "transient_404": "retrieve and results answer 404 for a while on some batches",
+    "list_lag": "new batches absent from the API's list for a while",
+    "clock_offset": "the API's clock runs ahead of or behind batchd's",
+    "tier_limits": "the API's rate limits of a usage tier (requests per minute, queue cap)",
 }
 
 #: The faults of a run on a Redis Cluster: Redis's own faults are the cluster's (no proxy stands
@@ -78,6 +82,13 @@ PROFILES: dict[str, Callable[[random.Random], dict[str, Any]]] = {
     "errored_results": lambda r: {"result_api_error_rate": 0.15, "result_overloaded_rate": 0.1},
     "expired_results": lambda r: {"result_expired_rate": 0.25},
     "queue_full": lambda r: {"max_processing_requests": 50, "retry_after": 1.0},
+    "transient_404": lambda r: {
+        "transient_404_rate": 0.5,
+        "transient_404_seconds": round(r.uniform(1.0, 4.0), 2),
+    },
+    "list_lag": lambda r: {"list_lag": round(r.uniform(0.5, 2.5), 2)},
+    "clock_offset": lambda r: {"clock_offset": round(r.uniform(-120.0, 120.0), 1)},
+    "tier_limits": lambda r: {"tier": r.choice([1, 2])},
 }
 
 

@@ -402,5 +402,6 @@ def test_openapi_document_is_public(held: Ingress) -> None:
     assert set(doc["paths"]) == {
         "/v1/requests", "/v1/requests/bulk", "/v1/requests/{id}", "/v1/batches",
         "/v1/batches/{id}", "/v1/messages", "/v1/messages/count_tokens", "/v1/models",
-        "/v1/models/{id}", "/openapi.json",
+        "/v1/models/{id}", "/openapi.json", "/v1/dead", "/v1/dead/requeue", "/v1/dead/purge",
+        "/v1/cost",
     }  # fmt: skip

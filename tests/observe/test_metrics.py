@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import socket
 
 from rq import Queue
@@ -134,6 +136,7 @@ def test_webhook_deliveries_counted(stack: Stack) -> None:
     assert value(m, "batchd_webhook_deliveries_queued", account="default") == 0
 
 
+@pytest.mark.tolerates_tracebacks  # the failing job is the test's own, on purpose
 def test_stage_job_failure_counted(stack: Stack) -> None:
     """A stage job that raises counts once under its stage, as rq's failed registry shows."""
     daemon = stack.daemon()
