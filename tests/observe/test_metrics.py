@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import socket
 
+import pytest
 from rq import Queue
 
 from batchd.store import AssemblyState, Lane
