@@ -75,6 +75,29 @@ class Redactor:
 redactor = Redactor()
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured: a stream
+    swapped out and closed later (a test's captured output, a redirected CLI) never breaks a log
+    call."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stdlib handler writing to the current `sys.stderr` (as `logging.lastResort` does)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+
 def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
     """Configure structlog (and the stdlib loggers of rq and friends) for this process."""
     redactor.add(secrets)
@@ -94,11 +117,11 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
     structlog.configure(
         processors=[*shared, redactor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # rq and httpx log through the stdlib; route them through the same redactor and renderer.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

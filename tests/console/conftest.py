@@ -1,6 +1,7 @@
 """Fixtures of the console tests: the e2e stack (Redis, emulator, `batchd run`) with the console
 on, and Debian's Chromium driven by Playwright, with a page that fails its test on any script
-error. Screenshots go to docs/console/.
+error. Screenshots go to a temporary directory; with UPDATE_CONSOLE_SHOTS=1 they replace the
+docs' own in docs/console/.
 
 Without Chromium or Playwright the browser tests skip, except under CI (`CI` set), where they
 fail: `.ci/run` installs Chromium.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["stack", "submit"]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "console"
+DOC_SHOTS = ROOT / "docs" / "console"
+_shots: Path | None = None
 #: Flags for Chromium in a container: headless, no sandbox (root), nothing fetched from outside.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -171,10 +174,22 @@ def visit(page: Page, route: str, name: str) -> None:
     loaded(page, name)
 
 
+def shots_dir() -> Path:
+    """Where screenshots go: the docs' own directory when asked to update it, else a temporary one
+    (a test run leaves the working tree as it found it)."""
+    global _shots
+    if _shots is None:
+        if os.environ.get("UPDATE_CONSOLE_SHOTS") == "1":
+            DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+            _shots = DOC_SHOTS
+        else:
+            _shots = Path(tempfile.mkdtemp(prefix="batchd-console-shots-"))
+    return _shots
+
+
 def shoot(page: Page, name: str, *, full: bool = False) -> Path:
     """A screenshot for the docs: what the viewport shows, or the whole page."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
+    path = shots_dir() / f"{name}.png"
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.screenshot(path=str(path), full_page=full)
     return path
