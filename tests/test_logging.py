@@ -13,6 +13,7 @@ import httpx
 import pytest
 import structlog
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from batchd import logs
 from batchd.logs import REDACTED, Redactor, configure, get_logger
@@ -105,7 +106,7 @@ def test_bound_context_appears_in_events() -> None:
 # -- the redactor -------------------------------------------------------------------------------
 
 
-def redacted(**event: Any) -> dict[str, Any]:
+def redacted(**event: Any) -> EventDict:
     """The event as logged through a redactor that knows KEY and PLAIN_SECRET."""
     with capture_logs(processors=[Redactor([KEY, PLAIN_SECRET])]) as events:
         structlog.get_logger().info(**event)

@@ -88,8 +88,8 @@ def test_unit_environment_starts_a_daemon(stack: Stack, tmp_path: Path) -> None:
     """With the unit's Environment= lines (%d, %S, %t as systemd fills them), the API key read
     from the credential file, batchd announces READY=1 and gets a request through."""
     creds, state, runtime = tmp_path / "creds", tmp_path / "state", tmp_path / "run"
-    for d in (creds, state, runtime):
-        d.mkdir()
+    for directory in (creds, state, runtime):
+        directory.mkdir()
     specifiers = {"%d": str(creds), "%S": str(state), "%t": str(runtime)}
     d = unit_directives(UNIT)
     env = {k: v for k, v in stack.env().items() if k != "BATCHD_ACCOUNTS__DEFAULT__API_KEY"}

@@ -56,8 +56,8 @@ def test_kill_at_step_boundary_then_restart(
 def test_two_daemons_share_one_redis(stack: Stack, submit: SubmitFn) -> None:
     """Two daemons on one Redis create no batch twice and end every request once."""
     env = {"BATCHD_BATCH__MAX_REQUESTS": "150"}
-    stack.daemon(**env)
-    stack.daemon(**env)
+    stack.daemon(True, **env)
+    stack.daemon(True, **env)
     ids = submit(1500, reply_to="pair")
     stack.wait_ended(1500, timeout=120)
     assert_exactly_once(stack, ids, "pair")

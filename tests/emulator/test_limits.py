@@ -74,12 +74,9 @@ def test_realtime_tier_limits_are_apart_from_batches(
     """At tier 1, with the batch calls used up, a real-time call still has its own limits."""
     emu.set_profile({"tier": 1})
     assert [http.get(BATCHES).status_code for _ in range(51)][-1] == 429
-    params = {
-        "model": "claude-haiku-4-5",
-        "max_tokens": 8,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
-    raw = sdk.messages.with_raw_response.create(**params)  # type: ignore[arg-type]
+    raw = sdk.messages.with_raw_response.create(
+        model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+    )
     assert raw.headers["anthropic-ratelimit-requests-limit"] == "50"
     assert raw.headers["anthropic-ratelimit-requests-remaining"] == "49"
     assert raw.headers["anthropic-ratelimit-input-tokens-limit"] == "30000"

@@ -10,16 +10,24 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess, OpenAPISchemas, batch_requests
 
-QUESTION = [{"role": "user", "content": "What is a quaternion?"}]
+QUESTION: list[anthropic.types.MessageParam] = [
+    {"role": "user", "content": "What is a quaternion?"}
+]
 CUSTOM_ID = "01JABCDEFGHJKMNPQRSTVWXYZ0"
 
 
-def ask(sdk: anthropic.Anthropic, **extra: object) -> anthropic.types.Message:
+def ask(
+    sdk: anthropic.Anthropic,
+    *,
+    system: str | anthropic.Omit = anthropic.omit,
+    extra_headers: dict[str, str] | None = None,
+) -> anthropic.types.Message:
     return sdk.messages.create(
         model="claude-sonnet-4-5",
         max_tokens=256,
-        messages=QUESTION,  # type: ignore[arg-type]
-        **extra,  # type: ignore[arg-type]
+        messages=QUESTION,
+        system=system,
+        extra_headers=extra_headers,
     )
 
 
@@ -30,12 +38,14 @@ def test_message_is_standard_tier_and_valid(
     raw = sdk.messages.with_raw_response.create(
         model="claude-sonnet-4-5",
         max_tokens=256,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
     )
     schemas.validate("Message", raw.http_response.json())
     message = raw.parse()
     assert message.usage.service_tier == "standard"
-    assert "What is a quaternion?" in message.content[0].text  # type: ignore[union-attr]
+    block = message.content[0]
+    assert isinstance(block, anthropic.types.TextBlock)
+    assert "What is a quaternion?" in block.text
     assert raw.headers["anthropic-ratelimit-tokens-limit"]
 
 
@@ -43,9 +53,14 @@ def test_same_generator_as_batches(
     sdk: anthropic.Anthropic, http: httpx.Client, emu: EmulatorProcess
 ) -> None:
     """The same params answer the same content and tokens on both routes; only the tier differs."""
-    tools = [{"name": "lookup", "input_schema": {"type": "object", "required": ["q"]}}]
-    params = {"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": QUESTION, "tools": tools}
-    raw = sdk.messages.with_raw_response.create(**params)  # type: ignore[arg-type]
+    tools: list[anthropic.types.ToolParam] = [
+        {"name": "lookup", "input_schema": {"type": "object", "required": ["q"]}}
+    ]
+    model, max_tokens = "claude-sonnet-4-5", 256
+    params = {"model": model, "max_tokens": max_tokens, "messages": QUESTION, "tools": tools}
+    raw = sdk.messages.with_raw_response.create(
+        model=model, max_tokens=max_tokens, messages=QUESTION, tools=tools
+    )
     live = raw.http_response.json()
     created = http.post(
         "/v1/messages/batches", json={"requests": [{"custom_id": "a", "params": params}]}
@@ -64,13 +79,13 @@ def test_same_generator_as_batches(
 def test_bad_params_are_http_400(sdk: anthropic.Anthropic) -> None:
     """Validation errors are BadRequestError with the API's message, not result lines."""
     with pytest.raises(anthropic.BadRequestError, match="greater than or equal to 1"):
-        sdk.messages.create(model="claude-sonnet-4-5", max_tokens=0, messages=QUESTION)  # type: ignore[arg-type]
+        sdk.messages.create(model="claude-sonnet-4-5", max_tokens=0, messages=QUESTION)
 
 
 def test_unknown_model_is_404(sdk: anthropic.Anthropic) -> None:
     """An unknown model is NotFoundError with the message `model: <name>`."""
     with pytest.raises(anthropic.NotFoundError, match="model: claude-none"):
-        sdk.messages.create(model="claude-none", max_tokens=8, messages=QUESTION)  # type: ignore[arg-type]
+        sdk.messages.create(model="claude-none", max_tokens=8, messages=QUESTION)
 
 
 def test_stream_is_refused(http: httpx.Client) -> None:
@@ -143,7 +158,7 @@ def test_count_tokens_matches_usage(sdk: anthropic.Anthropic) -> None:
     counted = sdk.messages.count_tokens(
         model="claude-sonnet-4-5",
         system=system,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
     )
     billed = ask(sdk, system=system).usage.input_tokens
     assert counted.input_tokens == billed > 100
@@ -152,7 +167,7 @@ def test_count_tokens_matches_usage(sdk: anthropic.Anthropic) -> None:
 def test_count_tokens_refuses_unknown_model(sdk: anthropic.Anthropic) -> None:
     """count_tokens for a model the API does not know is NotFoundError."""
     with pytest.raises(anthropic.NotFoundError):
-        sdk.messages.count_tokens(model="claude-none", messages=QUESTION)  # type: ignore[arg-type]
+        sdk.messages.count_tokens(model="claude-none", messages=QUESTION)
 
 
 def test_models_page_like_the_api(sdk: anthropic.Anthropic, schemas: OpenAPISchemas) -> None:

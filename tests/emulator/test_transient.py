@@ -50,7 +50,7 @@ def test_retrieve_404s_right_after_create_then_recovers(
         sdk.messages.batches.retrieve(batch.id)
     assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
-    def retrieved() -> anthropic.types.MessageBatch | None:
+    def retrieved() -> anthropic.types.messages.MessageBatch | None:
         try:
             return sdk.messages.batches.retrieve(batch.id)
         except anthropic.NotFoundError:
