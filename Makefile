@@ -31,8 +31,11 @@ dev: $(DEMO_STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
+# The suite in JOBS processes (a test file stays in one, sharing its fixtures): most of its time
+# is spent waiting on real processes (Redis, the emulator, daemons), not on the CPU.
+JOBS ?= 3
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 # The official TypeScript SDK that tests/sdk drives with node, exactly as package-lock.json pins it.
 ts-sdk:
