@@ -81,7 +81,7 @@ def test_five_megabyte_line_is_linear_not_quadratic() -> None:
     chunks = [data[i : i + 1024] for i in range(0, len(data), 1024)]
     started = time.perf_counter()
     lines = decode(chunks)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 10.0
     assert len(lines[0][1]) == 5_000_000
 
 
@@ -259,7 +259,8 @@ def test_find_custom_id_ignores_nested_and_escaped_ones() -> None:
 
 
 def test_find_custom_id_is_fast_on_a_long_damaged_line() -> None:
-    """A 5 MB damaged line is scanned well under a second."""
+    """A 5 MB damaged line is scanned in one pass: well under a second on a quiet machine, and
+    far under the minutes a scan that restarts at each quote would take."""
     pad = b'"x\\"y",' * 700_000
     line = b'{"custom_id":"big","result":{"pad":[' + pad + b"\xff"
     started = time.perf_counter()

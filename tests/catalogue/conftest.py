@@ -52,7 +52,7 @@ class Stack:
         self.client.flush()
         return ids
 
-    def results(self, ids: list[str], timeout: float = 60.0) -> list[Result]:
+    def results(self, ids: list[str], timeout: float = 120.0) -> list[Result]:
         try:
             return [self.client.wait(i, timeout=timeout) for i in ids]
         except Exception:

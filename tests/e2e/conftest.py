@@ -62,7 +62,7 @@ class Stack:
     def ended(self) -> int:
         return sum(v for k, v in self.counters().items() if k.startswith("ended:"))
 
-    def wait_ended(self, n: int, timeout: float = 60.0) -> None:
+    def wait_ended(self, n: int, timeout: float = 120.0) -> None:
         def done() -> bool:
             return self.ended() >= n
 
