@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -241,3 +242,19 @@ def test_console_output_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     assert PLAIN_SECRET not in err
     assert "whatever" not in err
     assert REDACTED in err
+
+
+def test_a_closed_stderr_from_configure_time_never_breaks_a_log_call(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Logging writes to the `sys.stderr` of the moment: a stream that was stderr when logging was
+    configured, closed since (a test's captured output), breaks neither structlog nor the stdlib."""
+    gone = io.StringIO()
+    with monkeypatch.context() as swapped:
+        swapped.setattr(sys, "stderr", gone)
+        configure(fmt="json")
+    gone.close()
+    get_logger("t").warning("after the swap")
+    logging.getLogger("rq.worker").warning("stdlib after the swap")
+    lines = json_lines(capsys.readouterr().err)
+    assert [x["event"] for x in lines] == ["after the swap", "stdlib after the swap"]
