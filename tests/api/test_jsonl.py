@@ -76,12 +76,13 @@ def test_five_megabyte_line_in_small_chunks() -> None:
 
 
 def test_five_megabyte_line_is_linear_not_quadratic() -> None:
-    """Pieces of a long line are joined once: 5 MB in 1 KB reads takes well under a second."""
+    """Pieces of a long line are joined once: 5 MB in 1 KB reads takes well under a second of CPU
+    (CPU time: a busy machine slows the clock on the wall, not this)."""
     data = b"y" * 5_000_000 + b"\n"
     chunks = [data[i : i + 1024] for i in range(0, len(data), 1024)]
-    started = time.perf_counter()
+    started = time.process_time()
     lines = decode(chunks)
-    assert time.perf_counter() - started < 10.0
+    assert time.process_time() - started < 1.0
     assert len(lines[0][1]) == 5_000_000
 
 
@@ -259,10 +260,10 @@ def test_find_custom_id_ignores_nested_and_escaped_ones() -> None:
 
 
 def test_find_custom_id_is_fast_on_a_long_damaged_line() -> None:
-    """A 5 MB damaged line is scanned in one pass: well under a second on a quiet machine, and
-    far under the minutes a scan that restarts at each quote would take."""
+    """A 5 MB damaged line is scanned well under a second of CPU (CPU time: a busy machine slows
+    the clock on the wall, not this)."""
     pad = b'"x\\"y",' * 700_000
     line = b'{"custom_id":"big","result":{"pad":[' + pad + b"\xff"
-    started = time.perf_counter()
+    started = time.process_time()
     assert find_custom_id(line) == "big"
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
