@@ -212,13 +212,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         # can be collected later.
         map_path = Path(args.ids) if args.ids else sidecar(args.out or args.file)
         write_mapping(map_path, mapping)
-        print(
-            f"batchd: {len(mapping) - again} requests queued"
-            + (f", {again} re-attached (queued before, by an earlier run)" if again else "")
-            + f"; their ids are in {map_path}",
-            file=sys.stderr,
-        )
-        code = collect(client, mapping, args.out, args.timeout, map_path)
+        try:  # from the moment the ids are said to be on disk, Ctrl-C says how to collect
+            print(
+                f"batchd: {len(mapping) - again} requests queued"
+                + (f", {again} re-attached (queued before, by an earlier run)" if again else "")
+                + f"; their ids are in {map_path}",
+                file=sys.stderr,
+            )
+            code = collect(client, mapping, args.out, args.timeout, map_path)
+        except KeyboardInterrupt:
+            say_later("interrupted", 0, len(mapping), args.out, map_path)
+            return EXIT_INTERRUPTED
     return code if code or complete else EXIT_FAILURE
 
 
@@ -254,6 +258,17 @@ def read_mapping(path: Path) -> list[tuple[str | None, str]]:
     return pairs
 
 
+def say_later(why: str, got: int, total: int, out_path: str | None, map_path: Path) -> None:
+    """Say why a wait for results ended early, and the command that collects them all."""
+    written = f"{got} of {total} results written" + (f" to {out_path}" if out_path else "")
+    again = f"batchd collect {map_path}" + (f" --out {out_path}" if out_path else "")
+    print(
+        f"batchd: {why}: {written}; the other requests go on. Collect every result later "
+        f"(those written included) with: {again}",
+        file=sys.stderr,
+    )
+
+
 def collect(
     client: Any,
     mapping: list[tuple[str | None, str]] | list[tuple[str, str]],
@@ -265,21 +280,15 @@ def collect(
     one connection, no reply queue (nothing to expire or to leave behind). An interrupted or
     timed-out run says how to collect the rest."""
     custom_ids = {rid: cid for cid, rid in mapping}
-    out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout  # noqa: SIM115
     got = 0
-    again = f"batchd collect {map_path}" + (f" --out {out_path}" if out_path else "")
 
     def later(why: str) -> None:
-        written = f"{got} of {len(custom_ids)} results written" + (
-            f" to {out_path}" if out_path else ""
-        )
-        print(
-            f"batchd: {why}: {written}; the other requests go on. Collect every result later "
-            f"(those written included) with: {again}",
-            file=sys.stderr,
-        )
+        say_later(why, got, len(custom_ids), out_path, map_path)
 
+    out: Any = sys.stdout
     try:
+        if out_path:
+            out = open(out_path, "w", encoding="utf-8")  # noqa: SIM115
         with _stderr_progress() as progress:
             task = progress.add_task("waiting for results", total=len(custom_ids))
             for result in client.as_completed(list(custom_ids), timeout):

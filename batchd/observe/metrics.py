@@ -233,6 +233,17 @@ def request_turnaround(account: str, status: str, seconds: float) -> None:
     get().turnaround.labels(account, status).observe(max(0.0, seconds))
 
 
+def request_turnarounds(account: str, ends: Iterable[tuple[str, float]]) -> None:
+    """Requests that ended together: (status, seconds since submitted) each."""
+    hist = get().turnaround
+    by_status: dict[str, Any] = {}
+    for status, seconds in ends:
+        child = by_status.get(status)
+        if child is None:
+            child = by_status[status] = hist.labels(account, status)
+        child.observe(seconds if seconds > 0.0 else 0.0)
+
+
 def requests_ended(envelopes: Iterable[bytes | str | Mapping[str, Any]]) -> None:
     """Observe the submit-to-result time of requests that just ended, from their result
     envelopes (`{"account", "status", "submitted_at", "ended_at", ...}`, raw or parsed). Call

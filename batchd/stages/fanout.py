@@ -60,29 +60,31 @@ def classify(
     return "err"
 
 
+def _n(v: Any) -> int:
+    return v if type(v) is int and v > 0 else 0
+
+
 def usage_of(result: Any) -> str:
     """`model|input|output|cache write 5m|cache write 1h|cache read` of a succeeded result,
     for the ledger; '' when it carries no usage (nothing billed)."""
-    if not isinstance(result, dict) or result.get("type") != "succeeded":
+    if type(result) is not dict or result.get("type") != "succeeded":
         return ""
     msg = result.get("message")
-    if not isinstance(msg, dict):
+    if type(msg) is not dict:
         return ""
     u = msg.get("usage")
-    if not isinstance(u, dict):
+    if type(u) is not dict:
         return ""
-
-    def n(v: Any) -> int:
-        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-    created = n(u.get("cache_creation_input_tokens"))
-    detail = u.get("cache_creation")
-    w1h = n(detail.get("ephemeral_1h_input_tokens")) if isinstance(detail, dict) else 0
-    w5m = max(0, created - w1h)
-    model = str(msg.get("model") or "unknown").replace("|", "_")
+    get = u.get
+    created = _n(get("cache_creation_input_tokens"))
+    detail = get("cache_creation")
+    w1h = _n(detail.get("ephemeral_1h_input_tokens")) if type(detail) is dict else 0
+    w5m = created - w1h if created > w1h else 0
+    model = msg.get("model")
+    model = (model if type(model) is str and model else str(model or "unknown")).replace("|", "_")
     return (
-        f"{model}|{n(u.get('input_tokens'))}|{n(u.get('output_tokens'))}|{w5m}|{w1h}|"
-        f"{n(u.get('cache_read_input_tokens'))}"
+        f"{model}|{_n(get('input_tokens'))}|{_n(get('output_tokens'))}|{w5m}|{w1h}|"
+        f"{_n(get('cache_read_input_tokens'))}"
     )
 
 
@@ -124,9 +126,12 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
     # Lines going round again whose deadline no new batch can make follow the account's policy.
     too_late = deadlines.too_late_ms(rt, account, now)
     policy = rt.settings.accounts[account].deadline_policy
+    # Replies bound for the account's known queues are pushed in the same call where that is
+    # safe; the rest go through the outbox, whose drain makes their queues known for the next.
+    queues = reply_store.direct_queues(rt.store, account)
 
     def apply(lines: list[Line]) -> None:
-        nonlocal applied_chunks, totals
+        nonlocal applied_chunks, totals, queues
         out = rt.store.run(
             asm_store.fanout(
                 rt.keys,
@@ -140,12 +145,13 @@ def run(rt: Runtime, a: AssemblyRecord, held: Lease) -> str:
                 ledger=ledger,
                 too_late_ms=too_late,
                 policy=policy,
+                queues=queues,
             )
         )
         if out.replies:
             reply_store.drain_all(rt.store, account)
-        for status, seconds in out.ends:
-            metrics.request_turnaround(account, status, seconds)
+            queues = reply_store.direct_queues(rt.store, account)
+        metrics.request_turnarounds(account, out.ends)
         with counting:
             totals = Applied(
                 totals.done + out.done,

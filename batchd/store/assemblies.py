@@ -404,11 +404,14 @@ def fanout(
     ledger: tuple[str, str, int, int],
     too_late_ms: int = 0,
     policy: str = "batch",
+    queues: Sequence[str] = (),
 ) -> Call[Applied]:
     """FANOUT: apply result lines of this assembly's batch. `ledger` is (hour bucket key, day
     bucket key, hour bucket expiry ms, day bucket expiry ms). A line going round again whose
     request's deadline is before `too_late_ms` (no new batch can make it) follows `policy`
-    (the account's deadline policy: realtime, fail or batch)."""
+    (the account's deadline policy: realtime, fail or batch). Replies bound for `queues` are
+    pushed onto them in the same call (see `replies.direct_queues` for when that is safe);
+    the others go to the account's outbox, and `Applied.replies` counts those."""
     k = [
         *finish_keys(keys, account),
         keys.assembly(account, asm),
@@ -416,6 +419,8 @@ def fanout(
         ledger[0],
         ledger[1],
         keys.realtime_queue(account),
+        keys.reply_queues(account),
+        *[keys.reply_queue(q) for q in queues],
     ]
     a: list[str | bytes | int] = [
         account,
@@ -428,6 +433,8 @@ def fanout(
         ledger[3],
         too_late_ms,
         policy,
+        len(queues),
+        *queues,
     ]
     for line in lines:
         k += keys.request_keys(account, line.token).all()

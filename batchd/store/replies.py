@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.defaults import DRAIN_CHUNK, QUEUE_SEEN_MS
+from batchd.defaults import DIRECT_QUEUES, DRAIN_CHUNK, QUEUE_SEEN_MS
 from batchd.errors import DurabilityError, RedisUnavailableError, StoreError
 from batchd.store.keys import Keys
 from batchd.store.runner import AsyncStore, Read, Store, about_the_server, checked
@@ -100,6 +100,23 @@ def queue_names(keys: Keys, account: str) -> Read[list[str]]:
     return Read(
         [("ZREVRANGE", keys.reply_queues(account), 0, 999)],
         lambda out: sorted(text(m) for m in (out[0] or [])),
+    )
+
+
+def direct_queues(store: Store, account: str) -> list[str]:
+    """The account's most recently used reply queues (DIRECT_QUEUES at most) that a script
+    ending its requests may push onto in the same call, skipping the outbox: all of them on a
+    single server with no replicas to wait for, none on a cluster (a queue lives in another slot)
+    or where replicas are waited for (a reply must not leave before the write that made it
+    reached them; the outbox's drain waits for that)."""
+    keys = store.keys
+    if store.cluster or store.watched(keys.reply_outbox(account)):
+        return []
+    return store.read(
+        Read(
+            [("ZREVRANGE", keys.reply_queues(account), 0, DIRECT_QUEUES - 1)],
+            lambda out: [text(m) for m in (out[0] or [])],
+        )
     )
 
 

@@ -156,7 +156,8 @@ class Flow:
         batch_id: str = BATCH_ID,
         account: str = ACCOUNT,
     ) -> list[int]:
-        """Apply result lines `(token, class, result JSON)`; returns [done, requeued, ignored]."""
+        """Apply result lines `(token, class, result JSON)` as the fan-out stage does (replies
+        pushed at once where that is safe); returns [done, requeued, ignored]."""
         s = self.rt.settings
         lane = self.assembly(asm, account).lane
         out = self.store.run(
@@ -170,6 +171,7 @@ class Flow:
                 retention_ms=int(s.retention * 1000),
                 max_attempts=s.retry.max_attempts,
                 ledger=asm_store.ledger_keys(self.keys, account, self.store.now_ms()),
+                queues=replies.direct_queues(self.store, account),
             )
         )
         if out.replies:

@@ -87,6 +87,9 @@ local function context(account, batch_id, now, retention)
     times = {},
     counts = {}, params = {},
     replies = {}, hooks = {}, dead = false,
+    -- reply queues a caller declared for pushing at once (name -> KEYS index; see `direct_to`),
+    -- their envelopes by KEYS index, and those indexes in first-use order
+    queues = false, direct = {}, direct_order = {},
     lane = false, requeued = {}, requeued_bytes = 0, ends = {},
     -- the deadlines zset's members to drop and to add (score, member pairs), written once
     dl_rm = {}, dl_add = {}, dl_counts = {},
@@ -195,7 +198,18 @@ local function finish(c, token, b, status, result, f, o)
     redis.call('PEXPIREAT', dk, c.expire_at)
   end
   if rt then
-    c.replies[#c.replies + 1] = token .. ' ' .. rt
+    local qi = c.queues and c.queues[rt]
+    if qi then
+      local d = c.direct[qi]
+      if not d then
+        d = {}
+        c.direct[qi] = d
+        c.direct_order[#c.direct_order + 1] = qi
+      end
+      d[#d + 1] = env
+    else
+      c.replies[#c.replies + 1] = token .. ' ' .. rt
+    end
   end
   if cb then
     redis.call('HSET', hk, 'url', cb, 'body', env,
@@ -224,9 +238,44 @@ local function deadlines_done(c, key)
   end
 end
 
+-- Reply queues the caller declared to push to at once, skipping the outbox: `n` queues whose
+-- keys are KEYS[first .. first + n - 1] and names ARGV[afirst ..]; `seen` is the KEYS index of
+-- the account's set of reply queues. A caller declares them only where a reply may leave with
+-- the write that made it (one server, no replicas to wait for). A key holding anything but a
+-- list is left out: its replies go through the outbox, which parks what a queue refuses.
+local function direct_to(c, first, n, afirst, seen)
+  if n == 0 then return end
+  c.queues, c.queue_names, c.queues_seen = {}, {}, seen
+  for j = 0, n - 1 do
+    local t = redis.call('TYPE', KEYS[first + j]).ok
+    if t == 'list' or t == 'none' then
+      c.queues[ARGV[afirst + j]] = first + j
+      c.queue_names[first + j] = ARGV[afirst + j]
+    end
+  end
+end
+
+-- Push the envelopes bound for declared queues (see `direct_to`), in the order they ended,
+-- and note each queue as seen now.
+local function direct_done(c)
+  local order = c.direct_order
+  if #order == 0 then return end
+  local seen = {}
+  for _, qi in ipairs(order) do
+    local envs = c.direct[qi]
+    for i = 1, #envs, 1000 do
+      redis.call('LPUSH', KEYS[qi], unpack(envs, i, math.min(i + 999, #envs)))
+    end
+    seen[#seen + 1] = c.now
+    seen[#seen + 1] = c.queue_names[qi]
+  end
+  redis.call('ZADD', KEYS[c.queues_seen], unpack(seen))
+end
+
 -- After the last finish of a call: feed the reply outbox (numbered in order) and the webhook
 -- outbox, drop the ended requests' params, count them. Returns how many replies it queued.
 local function done_all(c)
+  direct_done(c)
   local r = c.replies
   if #r > 0 then
     local last = redis.call('HINCRBY', KEYS[K_COUNTERS], 'outseq', #r)

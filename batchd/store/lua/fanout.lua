@@ -6,13 +6,14 @@
 -- to the real-time queue, or ended `errored` (deadline_exceeded); class `realtime` (an expired
 -- line under `retry.expired = "realtime"`) goes to the real-time queue whatever its deadline.
 -- KEYS: 1-5 the account keys, 6 the assembly, 7 its lane's pending list, 8 the lane's counters,
---       9 the lane set, 10 the ledger's hour bucket, 11 its day bucket, 12 the real-time queue;
---       then six keys per line (as in CANCEL), in the lines' order.
+--       9 the lane set, 10 the ledger's hour bucket, 11 its day bucket, 12 the real-time queue,
+--       13 the account's set of reply queues; then Q reply queues pushed to at once (replies
+--       bound elsewhere go to the outbox); then six keys per line (as in CANCEL), in order.
 -- ARGV: 1 account, 2 assembly id, 3 batch id, 4 retention (ms), 5 max attempts, 6 lane id,
 --       7 hour bucket expiry (ms), 8 day bucket expiry (ms), 9 the deadline no new batch can
 --       make (ms: earlier ones cannot), 10 the account's deadline policy (realtime, fail or
---       batch); then per line: token, class (ok, err, retry, canceled, expired, realtime), the
---       result object's JSON, its usage ('' or
+--       batch), 11 Q, then the Q queues' names; then per line: token, class (ok, err, retry,
+--       canceled, expired, realtime), the result object's JSON, its usage ('' or
 --       `model|input|output|cache write 5m|cache write 1h|cache read`).
 -- Returns {done, requeued, ignored, replies queued, now (ms), ends, escalated}: ends is flat
 -- `status, submitted ms` of each request that ended.
@@ -26,7 +27,9 @@ local done, requeued, ignored, escalated = 0, 0, 0, 0
 local statuses = {ok = 'succeeded', err = 'errored', canceled = 'canceled', expired = 'expired'}
 local c = context(account, bid, now, tonumber(ARGV[4]))
 c.lane = ARGV[6]
-local first_line, first_key = 11, A + 8
+local nq = tonumber(ARGV[11])
+local first_line, first_key = 12 + nq, A + 9 + nq
+direct_to(c, A + 9, nq, 12, A + 8)
 local wkeys = {}
 local n = 0
 for i = first_line, #ARGV, 4 do
