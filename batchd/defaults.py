@@ -16,12 +16,14 @@ MAX_COMMAND_ARGS = 3_900
 SUBMIT_CHUNK = 200
 #: Bytes of params one SUBMIT call carries at most (Redis copies each into its record).
 SUBMIT_CHUNK_BYTES = 2 * 1024 * 1024
-#: Pending entries one CLAIM call takes at most (7 arguments each): a claim of 100,000 requests
-#: is 200 short calls, none holding Redis for long.
-CLAIM_CHUNK = 500
-#: Result lines one FANOUT call applies at most (10 arguments each): about 30 us of Redis each,
-#: so one call holds Redis for a few milliseconds.
-FANOUT_CHUNK = 200
+#: Pending entries one CLAIM call takes by default (`batch.claim_chunk`), and at most (7
+#: arguments each): about 7 us of Redis each, so a claim of 100,000 requests is 400 calls of
+#: under 2 ms.
+CLAIM_CHUNK = 250
+CLAIM_CHUNK_MAX = 500
+#: Result lines one FANOUT call applies at most (10 arguments each): about 17 us of Redis each,
+#: so one call holds Redis for under 2 ms.
+FANOUT_CHUNK = 100
 #: Requests one MISSING, FAIL_ALL or UNCLAIM call handles at most (7 arguments each).
 SWEEP_CHUNK = 500
 #: Assembly entries read per round trip while streaming a batch body or sweeping an assembly.

@@ -32,7 +32,7 @@ from pydantic_settings import (
 )
 
 from batchd import envvars
-from batchd.defaults import CLAIM_CHUNK
+from batchd.defaults import CLAIM_CHUNK, CLAIM_CHUNK_MAX
 from batchd.errors import ConfigError
 from batchd.store.connection import parse_url
 
@@ -149,7 +149,7 @@ class BatchSettings(_Section):
     max_bytes: int = Field(API_MAX_BYTES, ge=1024, le=API_MAX_BYTES)
     max_wait: float = Field(60.0, gt=0, description="seconds the oldest pending request may wait")
     claim_chunk: int = Field(
-        CLAIM_CHUNK, ge=1, le=CLAIM_CHUNK, description="requests claimed per Redis call"
+        CLAIM_CHUNK, ge=1, le=CLAIM_CHUNK_MAX, description="requests claimed per Redis call"
     )
 
 

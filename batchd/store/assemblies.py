@@ -436,8 +436,8 @@ def fanout(
         len(queues),
         *queues,
     ]
+    k += keys.request_key_groups(account, [line.token for line in lines])
     for line in lines:
-        k += keys.request_keys(account, line.token).all()
         a += (line.token, line.cls, line.result, line.usage)
     return call("fanout", k, a, _applied)
 

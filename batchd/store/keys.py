@@ -11,6 +11,7 @@ import base64
 import hashlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -112,15 +113,22 @@ class Keys:
         return f"{self.tag(account)}:x:{token}"
 
     def request_keys(self, account: str, token: str) -> RequestKeys:
+        return RequestKeys(*self.request_key_groups(account, (token,)))
+
+    def request_key_groups(self, account: str, tokens: Iterable[str]) -> list[str]:
+        """The six keys of `request_keys` for each token in turn, as one flat list."""
         t = self.tag(account)
-        return RequestKeys(
-            f"{t}:r:{token}",
-            f"{t}:p:{token}",
-            f"{t}:w:{token}",
-            f"{t}:done:{token}",
-            f"{t}:wh:{token}",
-            f"{t}:x:{token}",
-        )
+        out: list[str] = []
+        for token in tokens:
+            out += (
+                f"{t}:r:{token}",
+                f"{t}:p:{token}",
+                f"{t}:w:{token}",
+                f"{t}:done:{token}",
+                f"{t}:wh:{token}",
+                f"{t}:x:{token}",
+            )
+        return out
 
     def idempotency(self, account: str, key_digest: str) -> str:
         """String with TTL: `<request id> <body digest>` stored under a producer's key."""
