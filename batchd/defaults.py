@@ -75,6 +75,11 @@ WAIT_FIRST_LOOKS = 32
 
 #: Fan-out chunks parsed and waiting for Redis at most (memory: a chunk is ~1 MB of results).
 FANOUT_DEPTH = 4
+#: Seconds a submit stage waits for its account's create lock (another batch being created)
+#: before it leaves the worker to other stages and comes back later (a second or two), and
+#: seconds between its tries meanwhile. Most creates take well under a second.
+CREATE_LOCK_WAIT = 1.5
+CREATE_LOCK_POLL = 0.02
 #: Seconds an account stays paused after its API key was refused, before trying again.
 PAUSE_SECONDS = 60.0
 #: Unreadable results lines logged one by one per fan-out; the rest are only counted.

@@ -9,10 +9,12 @@ is the assembly sent again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from batchd.api import MessageBatch
-from batchd.defaults import ENTRY_CHUNK, PAUSE_SECONDS
+from batchd.defaults import CREATE_LOCK_POLL, CREATE_LOCK_WAIT, ENTRY_CHUNK, PAUSE_SECONDS
 from batchd.errors import (
     APIError,
     APIRequestTooLargeError,
@@ -49,58 +51,68 @@ def run(rt: Runtime, a: AssemblyRecord, asm_lease: Lease) -> str:
     if paused > 0:
         rt.enqueue("submit", account, asm, delay=paused / 1000 + 1)
         return "paused"
-    fence = str(rt.store.read(asm_store.next_fence(rt.keys, account)))
-    with lease(rt, asm_store.create_lock_key(rt.keys, account), token=fence) as lock:
-        if lock is None:
+    # Creates of one account go one at a time. One takes a fraction of a second, so a worker
+    # that finds the lock taken waits here a little rather than come back a second later.
+    until = time.monotonic() + CREATE_LOCK_WAIT
+    while True:
+        fence = str(rt.store.read(asm_store.next_fence(rt.keys, account)))
+        with lease(rt, asm_store.create_lock_key(rt.keys, account), token=fence) as lock:
+            if lock is not None:
+                return locked(rt, a, lock, bound)
+        if time.monotonic() >= until or asm_lease.lost.is_set():
             rt.enqueue("submit", account, asm, delay=jittered(1.0, 0.5))
             return "waiting for the create lock"
-        state = rt.store.read(asm_store.read(rt.keys, account, asm))
-        if state is None:
-            return "gone"
-        if state.batch_id:
-            rt.enqueue("poll", account, asm)
-            return "already submitted"
-        if state.intent_ms and not state.posted_ms:
-            # The process that wrote this intent stopped before its POST sent a byte: no batch
-            # can exist, so a new intent goes ahead at once.
-            bound.info("an earlier create stopped before its POST; creating now")
-        elif state.intent_ms:
-            try:
-                found = find_created(rt, state)
-            except APIError as exc:
-                bound.warning("cannot list batches yet", error=str(exc))
-                rt.enqueue("submit", account, asm, delay=jittered(5.0))
-                return "unresolved"
-            if found is not None:
-                bound.warning("adopted a batch created before a crash", batch_id=found.id)
-                return record(rt, state, found)
-            left = unsettled(rt, state)
-            if left > 0:
-                rt.enqueue("submit", account, asm, delay=left)
-                return "waiting to be sure the last create made nothing"
-        seen_open = rt.store.read(asm_store.open_intent(rt.keys, account))
+        time.sleep(CREATE_LOCK_POLL)
+
+
+def locked(rt: Runtime, a: AssemblyRecord, lock: Lease, bound: Any) -> str:
+    """The submit stage under the account's create lock."""
+    account, asm = a.account, a.id
+    state = rt.store.read(asm_store.read(rt.keys, account, asm))
+    if state is None:
+        return "gone"
+    if state.batch_id:
+        rt.enqueue("poll", account, asm)
+        return "already submitted"
+    if state.intent_ms and not state.posted_ms:
+        # The process that wrote this intent stopped before its POST sent a byte: no batch
+        # can exist, so a new intent goes ahead at once.
+        bound.info("an earlier create stopped before its POST; creating now")
+    elif state.intent_ms:
         try:
-            written = rt.store.durable(
-                asm_store.intent(rt.keys, account, asm, lock.token, seen_open)
-            )
-        except DurabilityError as exc:
-            # The intent may not survive a failover: never POST on it. Withdraw and retry.
-            rt.store.run(asm_store.clear_intent(rt.keys, account, asm, lock.token))
-            bound.warning("submission intent not on the replicas yet; holding", error=str(exc))
-            rt.enqueue("submit", account, asm, delay=jittered(2.0))
-            return "intent not durable"
-        if written == 0:
-            rt.enqueue("submit", account, asm, delay=1)
-            return "lost the create lock"
-        if written == -2:
-            rt.enqueue("submit", account, asm, delay=jittered(0.2, 0.5))
-            return "open intent moved"
-        if written < 0:
-            nudge_open_intent(rt, account)
-            rt.enqueue("submit", account, asm, delay=jittered(1.0, 0.5))
-            return "waiting for an earlier create to be resolved"
-        crash_point("after_intent")
-        return create(rt, state, lock)
+            found = find_created(rt, state)
+        except APIError as exc:
+            bound.warning("cannot list batches yet", error=str(exc))
+            rt.enqueue("submit", account, asm, delay=jittered(5.0))
+            return "unresolved"
+        if found is not None:
+            bound.warning("adopted a batch created before a crash", batch_id=found.id)
+            return record(rt, state, found)
+        left = unsettled(rt, state)
+        if left > 0:
+            rt.enqueue("submit", account, asm, delay=left)
+            return "waiting to be sure the last create made nothing"
+    seen_open = rt.store.read(asm_store.open_intent(rt.keys, account))
+    try:
+        written = rt.store.durable(asm_store.intent(rt.keys, account, asm, lock.token, seen_open))
+    except DurabilityError as exc:
+        # The intent may not survive a failover: never POST on it. Withdraw and retry.
+        rt.store.run(asm_store.clear_intent(rt.keys, account, asm, lock.token))
+        bound.warning("submission intent not on the replicas yet; holding", error=str(exc))
+        rt.enqueue("submit", account, asm, delay=jittered(2.0))
+        return "intent not durable"
+    if written == 0:
+        rt.enqueue("submit", account, asm, delay=1)
+        return "lost the create lock"
+    if written == -2:
+        rt.enqueue("submit", account, asm, delay=jittered(0.2, 0.5))
+        return "open intent moved"
+    if written < 0:
+        nudge_open_intent(rt, account)
+        rt.enqueue("submit", account, asm, delay=jittered(1.0, 0.5))
+        return "waiting for an earlier create to be resolved"
+    crash_point("after_intent")
+    return create(rt, state, lock)
 
 
 def create(rt: Runtime, a: AssemblyRecord, lock: Lease) -> str:
