@@ -14,8 +14,9 @@ MAX_COMMAND_ARGS = 3_900
 #: Requests one SUBMIT call stores at most (7 arguments each): 20 to 30 us of Redis each, so
 #: one call holds Redis for a few milliseconds.
 SUBMIT_CHUNK = 200
-#: Bytes of params one SUBMIT call carries at most (Redis copies each into its record).
-SUBMIT_CHUNK_BYTES = 2 * 1024 * 1024
+#: Bytes of params one SUBMIT call carries at most: Redis copies them into their keys and its
+#: AOF at about 5 ms a megabyte, more while a rewrite's fork shares its memory.
+SUBMIT_CHUNK_BYTES = 256 * 1024
 #: Pending entries one CLAIM call takes by default (`batch.claim_chunk`), and at most (7
 #: arguments each): about 7 us of Redis each, so a claim of 100,000 requests is 400 calls of
 #: under 2 ms.

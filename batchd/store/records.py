@@ -196,7 +196,8 @@ def parse_request(account: str, token: str, fields: Any, value: Any) -> RequestR
         tag=text(f[Field.TAG]) or None,
         deadline_ms=_int(f[Field.DEADLINE]),
         submitted_ms=_int(f[Field.SUBMITTED]),
-        enqueued_ms=_int(f[Field.ENQUEUED]),
+        # written only once it went round again: until then, it entered its lane when submitted
+        enqueued_ms=_int(f[Field.ENQUEUED]) or _int(f[Field.SUBMITTED]),
         last_error=_json(f[Field.LAST_ERROR]),
     )
 

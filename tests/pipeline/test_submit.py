@@ -62,11 +62,11 @@ SUBMIT_SCRIPT_COMMANDS = {
     "get",
     "time",
     "hset",
+    "hmget",
     "rpush",
     "hincrby",
     "sadd",
     "set",
-    "type",
     "exists",
 }
 

@@ -98,15 +98,16 @@ def test_requests_without_a_deadline_touch_no_planner_key(
 def test_requests_with_a_deadline_cost_one_write_per_call(
     client: Client, runtime: Runtime, redis_client: redis.Redis
 ) -> None:
-    """With deadlines, SUBMIT adds them to the planner's set in one ZADD (after one TYPE check)
-    and CLAIM takes them out in one ZREM and notes the batch's earliest deadline; FANOUT of
-    batched requests writes nothing there."""
+    """With deadlines, SUBMIT adds them to the planner's set in one ZADD (no TYPE check first:
+    a foreign value there refuses the ZADD, and the call undoes what it wrote), and CLAIM takes
+    them out in one ZREM and notes the batch's earliest deadline; FANOUT of batched requests
+    writes nothing there."""
     report = record_script_keys(
         redis_client, lambda: batch_of(client, runtime, time.time() + 86_400), names=NAMED
     )
     submit = [c.split(" ", 1)[0].lower() for c in planner_commands(report, runtime.keys, "submit")]
     claim = [c.split(" ", 1)[0].lower() for c in planner_commands(report, runtime.keys, "claim")]
     fanout = [c.split(" ", 1)[0].lower() for c in planner_commands(report, runtime.keys, "fanout")]
-    assert submit == ["type", "zadd"]
+    assert submit == ["zadd"]
     assert claim == ["zrem", "zadd"]
     assert fanout == []

@@ -12,44 +12,51 @@
 -- Returns per request, in order: 1 and its id when stored; 0 and the first request's id when
 -- its idempotency key was used before with the same body; -1 and `<that id> <its body digest>`
 -- when with another body.
+--
+-- A foreign value in one of batchd's keys (another type, a counter that is not a number) must
+-- not leave the call half done: it fails with "nothing was stored". The call reads what it must
+-- (is the request stored, its idempotency key, the lane's counters), then writes the shared keys
+-- a foreign value could refuse, each undone if a later one refuses, then what nothing can refuse
+-- (the lane's counters, already read; the requests' own keys).
 local account, ttl, nlanes = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local first_req = 4 + 3 * nlanes
 local first_rkey = 5 + 2 * nlanes
--- A key of batchd's holding another type (foreign data) would fail this call half done:
--- refuse it before anything is written.
-local expect = {[KEYS[2]] = 'set', [KEYS[3]] = 'hash', [KEYS[1]] = 'hash'}
-for l = 1, nlanes do
-  expect[KEYS[3 + 2 * l]] = 'list'
-  expect[KEYS[4 + 2 * l]] = 'hash'
+
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
 end
--- The deadlines set is checked only when some request has a deadline (`dl` among its extras;
--- a false match only costs a look).
-for i = first_req + 3, #ARGV, 4 do
-  if string.find(ARGV[i], 'dl\31', 1, true) then
-    expect[KEYS[4]] = 'zset'
-    break
+
+local undo = {}
+-- Undo what this call wrote so far, and say why nothing was stored.
+local function refuse(key, want, reply)
+  for i = #undo, 1, -1 do undo[i]() end
+  local t = redis.call('TYPE', key).ok
+  if t == want or t == 'none' then
+    return redis.error_reply('batchd: ' .. key .. ': ' .. tostring(reply.err)
+      .. '; nothing was stored')
   end
+  return redis.error_reply('batchd: ' .. key .. ' holds a ' .. t .. ', not a ' .. want
+    .. ' (foreign data in batchd\'s keys); nothing was stored')
 end
-for k, want in pairs(expect) do
-  local t = redis.call('TYPE', k).ok
-  if t ~= want and t ~= 'none' then
-    return redis.error_reply('batchd: ' .. k .. ' holds a ' .. t .. ', not a ' .. want
-      .. ' (foreign data in batchd\'s keys); nothing was stored')
-  end
-end
+
+-- 1. What is new, and what each lane gets.
 local now = now_ms()
 local nowtext = string.format('%d', now)
 local out = {}
 local lanes = {}
 local deadlines = {}
-local stored = 0
+local writes = {}
+local keyed = {}
+local seen = {}
 local i, j = first_req, first_rkey
 while i <= #ARGV do
   local l, size, params, extras = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local rk, pk, kk = KEYS[j], KEYS[j + 1], KEYS[j + 2]
   local token = string.match(rk, ':r:(%w+)$')
   local rid = account .. '.' .. token
-  local f = {'n', size, 'st', 'pending', 'pr', ARGV[1 + 3 * l], 'ts', nowtext, 'eq', nowtext}
+  -- `eq` (when it entered its lane) is written only when it goes round again: until then it is
+  -- `ts`, and the record is smaller by that field
+  local f = {'n', size, 'st', 'pending', 'pr', ARGV[1 + 3 * l], 'ts', nowtext}
   local body, dl = false, false
   for name, value in string.gmatch(extras, '([^\31]*)\31([^\31]*)\31') do
     if name == '@bd' then body = value else f[#f + 1] = name; f[#f + 1] = value end
@@ -57,14 +64,14 @@ while i <= #ARGV do
   end
   local first = false
   if body then
-    local t = redis.call('TYPE', kk).ok
-    if t ~= 'string' and t ~= 'none' then
-      return redis.error_reply('batchd: ' .. kk .. ' holds a ' .. t .. ', not a string'
-        .. ' (foreign data in batchd\'s keys); nothing was stored')
+    first = keyed[kk]
+    if not first then
+      local got = redis.pcall('GET', kk)
+      if failed(got) then return refuse(kk, 'string', got) end
+      first = got
     end
-    first = redis.call('GET', kk)
   end
-  if not first and redis.call('EXISTS', rk) == 1 then
+  if not first and (seen[rk] or redis.call('EXISTS', rk) == 1) then
     -- this very call ran before (a client retried it after losing the reply): stored once
     first = rid
   end
@@ -82,9 +89,13 @@ while i <= #ARGV do
       out[#out + 1] = first_id
     end
   else
-    redis.call('HSET', rk, unpack(f))
-    redis.call('SET', pk, params)
-    if body then redis.call('SET', kk, rid .. ' ' .. body, 'PX', ttl) end
+    seen[rk] = true
+    local kv = false
+    if body then
+      kv = rid .. ' ' .. body
+      keyed[kk] = kv
+    end
+    writes[#writes + 1] = {rk, f, pk, params, kk, kv}
     local lane = lanes[l]
     if not lane then
       lane = {entries = {}, bytes = 0}
@@ -96,33 +107,75 @@ while i <= #ARGV do
       deadlines[#deadlines + 1] = token .. ' ' .. ARGV[1 + 3 * l]
     end
     lane.bytes = lane.bytes + tonumber(size)
-    stored = stored + 1
     out[#out + 1] = 1
     out[#out + 1] = rid
   end
   i = i + 4
   j = j + 3
 end
+if #writes == 0 then return out end
+
+-- 2. The lanes' counters, read before anything is written: a foreign value refuses here.
 for l = 1, nlanes do
   local lane = lanes[l]
   if lane then
-    local e = lane.entries
-    local q, qs = KEYS[3 + 2 * l], KEYS[4 + 2 * l]
+    local qs = KEYS[4 + 2 * l]
+    local c = redis.pcall('HMGET', qs, 'count', 'bytes')
+    if failed(c) then return refuse(qs, 'hash', c) end
+    local count, bytes = tonumber(c[1] or '0'), tonumber(c[2] or '0')
+    if not count or not bytes or count % 1 ~= 0 or bytes % 1 ~= 0 then
+      return refuse(qs, 'hash', {err = 'its count and bytes are not integers'})
+    end
+    lane.count, lane.total = count + #lane.entries, bytes + lane.bytes
+  end
+end
+
+-- 3. The shared keys a foreign value could refuse, each undone if a later one refuses.
+for l = 1, nlanes do
+  local lane = lanes[l]
+  if lane then
+    local id, beta_id, betas = ARGV[1 + 3 * l], ARGV[2 + 3 * l], ARGV[3 + 3 * l]
+    local added = redis.pcall('SADD', KEYS[2], id)
+    if failed(added) then return refuse(KEYS[2], 'set', added) end
+    if added == 1 then undo[#undo + 1] = function() redis.call('SREM', KEYS[2], id) end end
+    local q, e = KEYS[3 + 2 * l], lane.entries
     -- unpack is bounded by Lua's C stack: write in slices
     for s = 1, #e, 1000 do
-      redis.call('RPUSH', q, unpack(e, s, math.min(s + 999, #e)))
+      local pushed = redis.pcall('RPUSH', q, unpack(e, s, math.min(s + 999, #e)))
+      if failed(pushed) then return refuse(q, 'list', pushed) end
+      local n = math.min(s + 999, #e) - s + 1
+      undo[#undo + 1] = function() redis.call('RPOP', q, n) end
     end
-    redis.call('HINCRBY', qs, 'count', #e)
-    redis.call('HINCRBY', qs, 'bytes', lane.bytes)
-    local id, beta_id, betas = ARGV[1 + 3 * l], ARGV[2 + 3 * l], ARGV[3 + 3 * l]
-    redis.call('SADD', KEYS[2], id)
-    if beta_id ~= '' then redis.call('HSETNX', KEYS[3], beta_id, betas) end
+    if beta_id ~= '' then
+      local set = redis.pcall('HSETNX', KEYS[3], beta_id, betas)
+      if failed(set) then return refuse(KEYS[3], 'hash', set) end
+      if set == 1 then undo[#undo + 1] = function() redis.call('HDEL', KEYS[3], beta_id) end end
+    end
   end
 end
 for s = 1, #deadlines, 1000 do
-  redis.call('ZADD', KEYS[4], unpack(deadlines, s, math.min(s + 999, #deadlines)))
+  local part = {unpack(deadlines, s, math.min(s + 999, #deadlines))}
+  local added = redis.pcall('ZADD', KEYS[4], unpack(part))
+  if failed(added) then return refuse(KEYS[4], 'zset', added) end
+  undo[#undo + 1] = function()
+    for m = 2, #part, 2 do redis.call('ZREM', KEYS[4], part[m]) end
+  end
 end
-if stored > 0 then
-  redis.call('HINCRBY', KEYS[1], 'submitted', stored)
+local counted = redis.pcall('HINCRBY', KEYS[1], 'submitted', #writes)
+if failed(counted) then return refuse(KEYS[1], 'hash', counted) end
+
+-- 4. What nothing can refuse: the lanes' counters (read above), the requests' own keys (none
+-- existed; params are new too).
+for l = 1, nlanes do
+  local lane = lanes[l]
+  if lane then
+    redis.call('HSET', KEYS[4 + 2 * l], 'count', string.format('%d', lane.count),
+      'bytes', string.format('%d', lane.total))
+  end
+end
+for _, w in ipairs(writes) do
+  redis.call('HSET', w[1], unpack(w[2]))
+  redis.call('SET', w[3], w[4])
+  if w[6] then redis.call('SET', w[5], w[6], 'PX', ttl) end
 end
 return out
