@@ -228,11 +228,6 @@ def webhook_result(outcome: str, seconds: float) -> None:
     m.webhook_duration.labels(outcome).observe(seconds)
 
 
-def request_turnaround(account: str, status: str, seconds: float) -> None:
-    """One request ended `status`, `seconds` after it was submitted."""
-    get().turnaround.labels(account, status).observe(max(0.0, seconds))
-
-
 def request_turnarounds(account: str, ends: Iterable[tuple[str, float]]) -> None:
     """Requests that ended together: (status, seconds since submitted) each."""
     hist = get().turnaround

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.defaults import DURATION_SAMPLES, LEDGER_DAY_KEEP_MS, LEDGER_HOUR_KEEP_MS
+from batchd.defaults import (
+    DURATION_SAMPLES,
+    LEDGER_DAY_KEEP_MS,
+    LEDGER_HOUR_KEEP_MS,
+    QUEUE_SEEN_MS,
+)
 from batchd.store.keys import Keys
 from batchd.store.records import Assembly, AssemblyRecord, AssemblyState
 from batchd.store.requests import finish_keys
@@ -434,6 +439,7 @@ def fanout(
         too_late_ms,
         policy,
         len(queues),
+        QUEUE_SEEN_MS,
         *queues,
     ]
     k += keys.request_key_groups(account, [line.token for line in lines])

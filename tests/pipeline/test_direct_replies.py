@@ -28,9 +28,12 @@ def test_a_known_queue_gets_its_replies_in_the_fanout_call(
     flow.end(first.id)
     assert outseq(store) == 1
     assert replies.direct_queues(store, ACCOUNT) == ([] if redis_kind == "cluster" else ["svc"])
+    # a queue unused for longer than QUEUE_SEEN_MS leaves the account's set either way
+    store.client.zadd(store.keys.reply_queues(ACCOUNT), {"stale": 1})
     later = [client.submit(params(str(i)), reply_to="svc") for i in range(2, 7)]
     flow.end(*[t.id for t in later])
     assert outseq(store) == (6 if redis_kind == "cluster" else 1)
+    assert store.read(replies.queue_names(store.keys, ACCOUNT)) == ["svc"]
     got = {r.id: r for r in client.replies("svc", timeout=2)}
     assert sorted(got) == sorted([first.id, *[t.id for t in later]])
     for t in later:

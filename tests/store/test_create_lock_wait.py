@@ -7,37 +7,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from batchd import Client, Settings, aggregate, stages
+from batchd import Client, aggregate, stages
 from batchd.runtime import Runtime, lease
 from batchd.stages import submit
 from batchd.store import assemblies as asm_store
+from tests.store import ACCOUNT, emulated, params
 from tests.support.emulator import EmulatorProcess
-
-ACCOUNT = "default"
-
-
-def params(n: int) -> dict[str, Any]:
-    return {
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 16,
-        "messages": [{"role": "user", "content": f"question {n}"}],
-    }
 
 
 @pytest.fixture
 def runtime(redis_url: str, emulator: EmulatorProcess) -> Iterator[Runtime]:
-    rt = Runtime(
-        Settings.load(
-            redis_url=redis_url,
-            api={"base_url": emulator.url},
-            accounts={ACCOUNT: {"api_key": emulator.api_key}},
-            batch={"max_wait": 3600},
-        )
-    )
+    rt = Runtime(emulated(redis_url, emulator))
     try:
         yield rt
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -16,29 +15,16 @@ from batchd.runtime import Runtime
 from batchd.store import AssemblyState, Keys
 from batchd.store import assemblies as asm_store
 from batchd.store.scripts import SCRIPTS
+from tests.store import ACCOUNT, emulated, params
 from tests.support.emulator import EmulatorProcess
 from tests.support.keycheck import KeyReport, record_script_keys
 
-ACCOUNT = "default"
 NAMED = {s.sha: name for name, s in SCRIPTS.items()}
-
-
-def params(n: int) -> dict[str, Any]:
-    return {
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 16,
-        "messages": [{"role": "user", "content": f"question {n}"}],
-    }
 
 
 @pytest.fixture
 def settings(redis_url: str, emulator: EmulatorProcess) -> Settings:
-    return Settings.load(
-        redis_url=redis_url,
-        api={"base_url": emulator.url},
-        accounts={ACCOUNT: {"api_key": emulator.api_key}},
-        batch={"max_wait": 3600},
-    )
+    return emulated(redis_url, emulator)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import hashlib
 import time
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
 
 import pytest
 import redis
@@ -23,21 +22,13 @@ from batchd.store import assemblies as asm_store
 from batchd.store import ledger as ledger_store
 from batchd.store.scripts import NAMES, SCRIPTS, Call, Script
 from batchd.webhooks.outbox import AsyncOutbox, Settle, retry_delivery
+from tests.store import ACCOUNT, params
 from tests.support.emulator import EmulatorProcess
 from tests.support.keycheck import KeyReport, ScriptCall, declared_in_one_slot, record_script_keys
 
-ACCOUNT = "default"
 #: Script names by the sha1 of their source, so the report names them.
 NAMED = {s.sha: name for name, s in SCRIPTS.items()}
 HOOK = "https://hooks.example.com/"
-
-
-def params(n: int) -> dict[str, Any]:
-    return {
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 16,
-        "messages": [{"role": "user", "content": f"question {n}"}],
-    }
 
 
 def direct_queues(call: ScriptCall) -> list[bytes]:

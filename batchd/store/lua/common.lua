@@ -240,12 +240,13 @@ end
 
 -- Reply queues the caller declared to push to at once, skipping the outbox: `n` queues whose
 -- keys are KEYS[first .. first + n - 1] and names ARGV[afirst ..]; `seen` is the KEYS index of
--- the account's set of reply queues. A caller declares them only where a reply may leave with
--- the write that made it (one server, no replicas to wait for). A key holding anything but a
--- list is left out: its replies go through the outbox, which parks what a queue refuses.
-local function direct_to(c, first, n, afirst, seen)
+-- the account's set of reply queues, `forget` (ms) how long a queue stays in it unused. A
+-- caller declares them only where a reply may leave with the write that made it (one server,
+-- no replicas to wait for). A key holding anything but a list is left out: its replies go
+-- through the outbox, which parks what a queue refuses.
+local function direct_to(c, first, n, afirst, seen, forget)
   if n == 0 then return end
-  c.queues, c.queue_names, c.queues_seen = {}, {}, seen
+  c.queues, c.queue_names, c.queues_seen, c.queues_forget = {}, {}, seen, forget
   for j = 0, n - 1 do
     local t = redis.call('TYPE', KEYS[first + j]).ok
     if t == 'list' or t == 'none' then
@@ -256,7 +257,7 @@ local function direct_to(c, first, n, afirst, seen)
 end
 
 -- Push the envelopes bound for declared queues (see `direct_to`), in the order they ended,
--- and note each queue as seen now.
+-- note each queue as seen now, and forget those unused for long (as the outbox's drain does).
 local function direct_done(c)
   local order = c.direct_order
   if #order == 0 then return end
@@ -270,6 +271,7 @@ local function direct_done(c)
     seen[#seen + 1] = c.queue_names[qi]
   end
   redis.call('ZADD', KEYS[c.queues_seen], unpack(seen))
+  redis.call('ZREMRANGEBYSCORE', KEYS[c.queues_seen], '-inf', c.now - c.queues_forget)
 end
 
 -- After the last finish of a call: feed the reply outbox (numbered in order) and the webhook

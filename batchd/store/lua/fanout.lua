@@ -12,8 +12,9 @@
 -- ARGV: 1 account, 2 assembly id, 3 batch id, 4 retention (ms), 5 max attempts, 6 lane id,
 --       7 hour bucket expiry (ms), 8 day bucket expiry (ms), 9 the deadline no new batch can
 --       make (ms: earlier ones cannot), 10 the account's deadline policy (realtime, fail or
---       batch), 11 Q, then the Q queues' names; then per line: token, class (ok, err, retry,
---       canceled, expired, realtime), the result object's JSON, its usage ('' or
+--       batch), 11 Q, 12 how long a reply queue unused stays in the account's set (ms), then
+--       the Q queues' names; then per line: token, class (ok, err, retry, canceled, expired,
+--       realtime), the result object's JSON, its usage ('' or
 --       `model|input|output|cache write 5m|cache write 1h|cache read`).
 -- Returns {done, requeued, ignored, replies queued, now (ms), ends, escalated}: ends is flat
 -- `status, submitted ms` of each request that ended.
@@ -28,8 +29,8 @@ local statuses = {ok = 'succeeded', err = 'errored', canceled = 'canceled', expi
 local c = context(account, bid, now, tonumber(ARGV[4]))
 c.lane = ARGV[6]
 local nq = tonumber(ARGV[11])
-local first_line, first_key = 12 + nq, A + 9 + nq
-direct_to(c, A + 9, nq, 12, A + 8)
+local first_line, first_key = 13 + nq, A + 9 + nq
+direct_to(c, A + 9, nq, 13, A + 8, tonumber(ARGV[12]))
 local wkeys = {}
 local n = 0
 for i = first_line, #ARGV, 4 do
