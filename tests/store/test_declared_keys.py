@@ -22,8 +22,8 @@ from batchd.store import assemblies as asm_store
 from batchd.store import ledger as ledger_store
 from batchd.store.scripts import NAMES, SCRIPTS, Call, Script
 from batchd.webhooks.outbox import AsyncOutbox, Settle, retry_delivery
-from tests.support.daemon import wait_for
 from tests.store import ACCOUNT, params
+from tests.support.daemon import wait_for
 from tests.support.emulator import EmulatorProcess
 from tests.support.keycheck import KeyReport, ScriptCall, declared_in_one_slot, record_script_keys
 
