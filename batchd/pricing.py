@@ -7,8 +7,11 @@ and counted at the table's highest rates by spend caps, so a cap still holds.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from batchd.logs import get_logger
@@ -73,6 +76,28 @@ DEFAULT_PRICES: tuple[ModelPrice, ...] = (
     _p("claude-3-haiku", 0.25, 0.30, 0.50, 0.03, 1.25),  # (p)
 )
 
+
+def short_name(model: str) -> str:
+    """`~` and four letters standing for a model name on a pending request's record, where the
+    estimate a spend cap starts from would otherwise spell the whole name out (16 bytes of Redis
+    per request, for a small one). A hash of the name: the same in every version and process."""
+    digest = hashlib.blake2b(model.encode(), digest_size=5).digest()
+    return "~" + base64.b32encode(digest).decode()[:4].lower()
+
+
+def _short_names(models: Iterable[str]) -> dict[str, str]:
+    """Short name -> model, for the names whose short name no other of them shares."""
+    seen: dict[str, list[str]] = {}
+    for model in models:
+        seen.setdefault(short_name(model), []).append(model)
+    return {short: names[0] for short, names in seen.items() if len(names) == 1}
+
+
+#: The built-in priced models a producer may write by their short names. A name added under
+#: [[prices.models]] is written in full, since a producer need not share the daemon's settings.
+SHORT_NAMES: dict[str, str] = {model: short for short, model in
+                               _short_names(p.model for p in DEFAULT_PRICES).items()}  # fmt: skip
+
 #: What may follow a priced id in a model name: a snapshot date (`-20250929`, Vertex's
 #: `@20250929`) or `-latest`. Nothing else, so `claude-opus-4-9` never takes Opus 4's price.
 _SNAPSHOT = re.compile(r"^(?:[-@]\d{8}|-latest)$")
@@ -136,6 +161,7 @@ class Prices:
         self.table: dict[str, ModelPrice] = {p.model: p for p in DEFAULT_PRICES}
         self.table.update({p.model: p for p in settings.models})
         self._found: dict[str, ModelPrice | None] = {}
+        self._short = _short_names(self.table)
         self.ceiling = ModelPrice(
             model="*",
             **{
@@ -148,6 +174,10 @@ class Prices:
         """The model's row: its own, else the longest id it is a dated snapshot of."""
         if model in self._found:
             return self._found[model]
+        if model.startswith("~"):  # a short name (see `short_name`)
+            found = self.table.get(self._short.get(model, ""))
+            self._found[model] = found
+            return found
         found = self.table.get(model)
         if found is None:
             best = ""

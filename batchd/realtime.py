@@ -50,6 +50,7 @@ from batchd.stages.fanout import usage_of
 from batchd.store import new_token
 from batchd.store import realtime as rt_store
 from batchd.store import replies as reply_store
+from batchd.store.budgets import parse_estimate
 from batchd.store.realtime import Job, Settle
 
 log = get_logger("batchd.realtime")
@@ -92,8 +93,8 @@ def tokens_of(job: Job) -> int:
     """What a call counts against tokens per minute: input estimated from its size, and its
     max_tokens."""
     size = len(job.params or b"")
-    first = job.estimate.split(" ", 1)[0]
-    out = int(first) if first.isdigit() else ESTIMATE_UNKNOWN_MAX_TOKENS
+    max_tokens = parse_estimate(job.estimate)[0]
+    out = max_tokens if max_tokens is not None else ESTIMATE_UNKNOWN_MAX_TOKENS
     return size // ESTIMATE_BYTES_PER_TOKEN + out
 
 

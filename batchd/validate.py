@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from batchd.errors import InvalidRequestError, RequestTooLargeError
+from batchd.pricing import SHORT_NAMES
 from batchd.settings import ACCOUNT_NAME, Settings
 from batchd.store.records import Lane
 from batchd.store.requests import NewRequest
@@ -298,9 +299,16 @@ def prepare(
 
 
 def estimate_basis(params: Mapping[str, Any]) -> str:
-    """`<max_tokens> <model>`, kept on the record so a spend cap can price the request before
-    it is sent without reading its params (the model cut short, the record's separator out)."""
-    model = str(params["model"])[:200].replace("\x1f", "_")
+    """`<max_tokens>~<short name>` for a built-in priced model, else `<max_tokens> <model>`
+    (cut short, the record's separator out, no leading `~`): kept on the record so a spend cap
+    can price the request before it is sent without reading its params."""
+    model = str(params["model"])
+    short = SHORT_NAMES.get(model)
+    if short is not None:
+        return f"{params['max_tokens']}{short}"
+    model = model[:200].replace("\x1f", "_")
+    if model.startswith("~"):
+        model = "_" + model[1:]
     return f"{params['max_tokens']} {model}"
 
 

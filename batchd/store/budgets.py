@@ -4,6 +4,7 @@ record says about its cost."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,11 +110,25 @@ def assembly_states(keys: Keys, pairs: Sequence[tuple[str, str]]) -> Read[list[s
 @dataclass(frozen=True, slots=True)
 class Basis:
     """What a pending request's record tells a cost estimate: its tag, model and max_tokens
-    (an older record has no estimate field: model '' and max_tokens None)."""
+    (an older record has no estimate field: model '' and max_tokens None). The model is as the
+    record has it: a priced model's short name (`~` and four letters, see `pricing.short_name`)
+    or the name itself."""
 
     tag: str
     model: str
     max_tokens: int | None
+
+
+_ESTIMATE = re.compile(r"(\d+)(?: (.*)|(~.*))", re.DOTALL)
+
+
+def parse_estimate(value: str) -> tuple[int | None, str]:
+    """The record's estimate field, `<max_tokens> <model>` or `<max_tokens>~<short name>`, as
+    (max_tokens, model); (None, '') for none or one not of this form."""
+    m = _ESTIMATE.fullmatch(value)
+    if m is None:
+        return None, ""
+    return int(m[1]), m[2] if m[2] is not None else m[3]
 
 
 def bases(keys: Keys, account: str, tokens: Sequence[str]) -> Read[list[Basis | None]]:
@@ -126,15 +141,8 @@ def bases(keys: Keys, account: str, tokens: Sequence[str]) -> Read[list[Basis | 
             if isinstance(raw, Exception) or text(raw[0]) != "pending":
                 found.append(None)
                 continue
-            words = text(raw[2]).split(" ", 1)
-            known = len(words) == 2 and words[0].isdigit()
-            found.append(
-                Basis(
-                    text(raw[1]),
-                    words[1] if known else "",
-                    int(words[0]) if known else None,
-                )
-            )
+            max_tokens, model = parse_estimate(text(raw[2]))
+            found.append(Basis(text(raw[1]), model, max_tokens))
         return found
 
     return Read(

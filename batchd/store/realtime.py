@@ -120,7 +120,8 @@ class Job:
     lane: str
     tag: str
     estimate: str
-    """`<max_tokens> <model>` from its record ('' in records older than it)."""
+    """`<max_tokens> <model>` or `<max_tokens>~<short name>` from its record ('' in records
+    older than it; see `budgets.parse_estimate`)."""
     attempts: int
     """Real-time sends counting this one."""
     betas: tuple[str, ...]

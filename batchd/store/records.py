@@ -80,7 +80,7 @@ class Field:
     METADATA = "md"  # JSON
     TAG = "tg"
     DEADLINE = "dl"  # ms
-    ESTIMATE = "es"  # `<max_tokens> <model>`: what a spend cap's estimate of it starts from
+    ESTIMATE = "es"  # `<max_tokens> <model>` or `<max_tokens>~<short name>`: a cap's estimate
     SUBMITTED = "ts"  # ms
     ENQUEUED = "eq"  # ms
     LAST_ERROR = "le"  # result JSON

@@ -37,7 +37,7 @@ class NewRequest:
     metadata: str = ""  # JSON
     tag: str = ""
     deadline_ms: int | None = None
-    estimate: str = ""  # `<max_tokens> <model>`, for spend caps (see budgets)
+    estimate: str = ""  # for spend caps (see budgets.parse_estimate)
 
     @property
     def key_digest(self) -> str:

@@ -13,9 +13,18 @@ from structlog.testing import capture_logs
 from batchd import pricing
 from batchd.emulator.catalog import MODELS
 from batchd.errors import ConfigError
-from batchd.pricing import DEFAULT_PRICES, PRICES_AS_OF, PRICES_SOURCE, Prices
+from batchd.pricing import (
+    DEFAULT_PRICES,
+    PRICES_AS_OF,
+    PRICES_SOURCE,
+    SHORT_NAMES,
+    Prices,
+    short_name,
+)
 from batchd.settings import PriceSettings, Settings
+from batchd.store.budgets import parse_estimate
 from batchd.store.ledger import Usage
+from batchd.validate import estimate_basis
 
 #: Current models deliberately without a default price (none on Anthropic's pages as read).
 UNPRICED_ON_PURPOSE = {"claude-fable-5-2", "claude-mythos-5-2", "claude-mythos-preview"}
@@ -117,3 +126,43 @@ def test_a_model_priced_twice_in_the_settings_is_refused() -> None:
     twice = [row("m", *[1] * 5), row("m", *[1] * 5)]
     with pytest.raises(ConfigError, match="repeated"):
         Settings.load(prices={"models": twice})
+
+
+def test_each_built_in_model_has_a_short_name_of_its_own(prices: Prices) -> None:
+    """A pending request's record names a built-in priced model by `~` and four letters; each
+    stands for one model, and the table in force prices it as that model."""
+    assert set(SHORT_NAMES) == {p.model for p in DEFAULT_PRICES}
+    assert len(set(SHORT_NAMES.values())) == len(SHORT_NAMES)
+    for model, short in SHORT_NAMES.items():
+        assert re.fullmatch(r"~[a-z2-7]{4}", short), short
+        assert short == short_name(model)
+        assert prices.find(short) == prices.find(model) is not None
+
+
+def test_a_short_name_takes_the_settings_price_of_its_model() -> None:
+    """A built-in row replaced in the settings prices the model's short name too."""
+    p = Prices(PriceSettings.model_validate({"models": [row("claude-sonnet-4-5", *[1] * 5)]}))
+    assert p.cost(SHORT_NAMES["claude-sonnet-4-5"], Usage(1, 1_000_000, 0)).list == 1
+
+
+def test_an_unknown_short_name_is_estimated_at_the_highest_rates(prices: Prices) -> None:
+    """A short name no model of the table has (a producer of another version) costs a cap's
+    estimate what an unknown model does: the highest rates."""
+    unknown = next(f"~{c}aaa" for c in "abcdefgh" if f"~{c}aaa" not in SHORT_NAMES.values())
+    assert prices.find(unknown) is None
+    assert prices.estimate(unknown, 1000, 100) == prices.estimate("claude-zzz", 1000, 100) > 0
+
+
+def test_the_estimate_basis_is_short_for_a_built_in_model_only() -> None:
+    """The record keeps `<max_tokens>~<short>` for a built-in model, the name in full for any
+    other (a dated snapshot, an unknown model), and never a name that reads as a short one."""
+    assert estimate_basis({"model": "claude-sonnet-4-5", "max_tokens": 64000}) == (
+        "64000" + SHORT_NAMES["claude-sonnet-4-5"]
+    )
+    dated = "claude-sonnet-4-5-20250929"
+    assert estimate_basis({"model": dated, "max_tokens": 5}) == f"5 {dated}"
+    assert estimate_basis({"model": "~fsbu", "max_tokens": 5}) == "5 _fsbu"
+    assert parse_estimate("64000~fsbu") == (64000, "~fsbu")
+    assert parse_estimate(f"5 {dated}") == (5, dated)
+    assert parse_estimate("") == (None, "")
+    assert parse_estimate("many claude-x") == (None, "")
