@@ -95,8 +95,9 @@ def _short_names(models: Iterable[str]) -> dict[str, str]:
 
 #: The built-in priced models a producer may write by their short names. A name added under
 #: [[prices.models]] is written in full, since a producer need not share the daemon's settings.
-SHORT_NAMES: dict[str, str] = {model: short for short, model in
-                               _short_names(p.model for p in DEFAULT_PRICES).items()}  # fmt: skip
+SHORT_NAMES: dict[str, str] = {
+    model: short for short, model in _short_names(p.model for p in DEFAULT_PRICES).items()
+}
 
 #: What may follow a priced id in a model name: a snapshot date (`-20250929`, Vertex's
 #: `@20250929`) or `-latest`. Nothing else, so `claude-opus-4-9` never takes Opus 4's price.

@@ -79,15 +79,9 @@ def locked(rt: Runtime, a: AssemblyRecord, lock: Lease, bound: Any) -> str:
         # can exist, so a new intent goes ahead at once.
         bound.info("an earlier create stopped before its POST; creating now")
     elif state.intent_ms:
-        try:
-            found = find_created(rt, state)
-        except APIError as exc:
-            bound.warning("cannot list batches yet", error=str(exc))
-            rt.enqueue("submit", account, asm, delay=jittered(5.0))
-            return "unresolved"
-        if found is not None:
-            bound.warning("adopted a batch created before a crash", batch_id=found.id)
-            return record(rt, state, found)
+        adopted = adopt(rt, state, bound, "adopted a batch created before a crash")
+        if adopted is not None:
+            return adopted
         left = unsettled(rt, state)
         if left > 0:
             rt.enqueue("submit", account, asm, delay=left)
@@ -172,14 +166,9 @@ def create(rt: Runtime, a: AssemblyRecord, lock: Lease) -> str:
         # No answer, a 5xx, or garbage: the batch may exist. Look before trying again.
         bound.warning("batch creation ended without an answer; checking the list", error=str(exc))
         state = rt.store.read(asm_store.read(rt.keys, account, asm)) or a
-        try:
-            found = find_created(rt, state)
-        except APIError as list_exc:
-            bound.warning("cannot list batches yet", error=str(list_exc))
-            rt.enqueue("submit", account, asm, delay=jittered(5.0))
-            return "unresolved"
-        if found is not None:
-            return record(rt, state, found)
+        adopted = adopt(rt, state, bound, "adopted the batch a create without an answer made")
+        if adopted is not None:
+            return adopted
         # The API may finish a create after the connection broke, and its list may lag: the
         # intent stays, and the batch is sent again only if a list `create_settle` seconds on
         # finds nothing.
@@ -244,6 +233,22 @@ def _body_pieces(rt: Runtime, account: str, asm: str) -> Iterator[bytes]:
             opening = b',{"custom_id":"'
         yield b"".join(parts)
         del parts, found
+
+
+def adopt(rt: Runtime, a: AssemblyRecord, bound: Any, adopted: str) -> str | None:
+    """Look in the account's list for the batch the assembly's intent made, and record it
+    (logging `adopted`); None when the list shows none. When the list cannot be read, the stage
+    comes back later: a create is never sent again on a guess."""
+    try:
+        found = find_created(rt, a)
+    except APIError as exc:
+        bound.warning("cannot list batches yet", error=str(exc))
+        rt.enqueue("submit", a.account, a.id, delay=jittered(5.0))
+        return "unresolved"
+    if found is None:
+        return None
+    bound.warning(adopted, batch_id=found.id)
+    return record(rt, a, found)
 
 
 def find_created(rt: Runtime, a: AssemblyRecord) -> MessageBatch | None:
