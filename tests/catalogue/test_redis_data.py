@@ -31,6 +31,8 @@ PLAIN = Lane.of(0).id
 #: A lane no other test uses, for keys spoiled with another type.
 SPOILED_PRIORITY = 3
 SPOILED = Lane.of(SPOILED_PRIORITY).id
+#: A priority no test here submits to but the one that spoils its lane's counters first.
+UNUSED_PRIORITY = 5
 
 
 def record_key(stack: Stack, rid: str) -> str:
@@ -269,15 +271,19 @@ def test_lane_whose_list_is_another_type_is_skipped_and_the_others_are_cut(stack
 
 def test_submit_to_a_lane_whose_counters_are_another_type_stores_nothing(stack: Stack) -> None:
     """A string where a lane's counters belong: a submit there fails plainly, storing nothing."""
-    qs = stack.keys.lane_stats(ACCOUNT, SPOILED)
+    # A lane no request has used: the aggregator does not know it, so it cannot rebuild the
+    # counters before the submit finds them spoiled (and the failed submit leaves it unknown).
+    priority = UNUSED_PRIORITY
+    lane = Lane.of(priority).id
+    assert lane.encode() not in stack.client.redis.smembers(stack.keys.lanes(ACCOUNT))
+    qs = stack.keys.lane_stats(ACCOUNT, lane)
     stack.client.redis.set(qs, "not a hash")
     try:
-        # Paused: the aggregator would otherwise rebuild the counters before the submit.
-        with paused(stack):
-            before = submit_state(stack.client.redis, stack.keys, ACCOUNT)
-            with pytest.raises(StoreError, match=r"not a hash\b.*nothing was stored"):
-                stack.client.submit(PARAMS, priority=SPOILED_PRIORITY)
-            assert submit_state(stack.client.redis, stack.keys, ACCOUNT) == before
+        before = submit_state(stack.client.redis, stack.keys, ACCOUNT)
+        with pytest.raises(StoreError, match=r"not a hash\b.*nothing was stored"):
+            stack.client.submit(PARAMS, priority=priority)
+        assert submit_state(stack.client.redis, stack.keys, ACCOUNT) == before
+        assert key_state(stack.client.redis, qs) == ("string", b"not a hash")
     finally:
         stack.client.redis.delete(qs)
     stack.assert_unharmed()
