@@ -351,7 +351,15 @@ def test_batches_in_flight_are_listed_and_shown(full: Ingress, slow_batches: Non
     assert entry["requests"] >= 1
     assert entry["state"] in ("submitted", "polling")
     assert listed["count"] == len(listed["data"])
-    assert http.get(f"/v1/batches/{bid}").json() == http.get(f"/v1/batches/{entry['id']}").json()
+    # The batch is live: a poll may land between two reads (polls, request_counts), so the two
+    # routes are read until no poll came between them.
+    wait_for(
+        lambda: (
+            http.get(f"/v1/batches/{bid}").json() == http.get(f"/v1/batches/{entry['id']}").json()
+        ),
+        10,
+        "the batch's two ids to show the same batch",
+    )
     assert http.get(f"/v1/batches/{bid}").json()["id"] == entry["id"]
 
 
