@@ -173,6 +173,9 @@ class Daemon:
         migrate(rt.store, list(self.settings.accounts), int(self.settings.retention * 1000))
         rt.store.read(counter_store.publish_accounts(rt.keys, list(self.settings.accounts)))
         sweeper.wake_held(rt)
+        # Alive from the start: a producer that submits as soon as /readyz answers is not told
+        # that no daemon runs (the main loop beats again every half second).
+        self._heartbeat(rt)
         tick = self.settings.run.tick
         if "aggregator" in self.roles:
             self._start_thread("aggregator", lambda: self._loop("aggregator", tick, aggregate.tick))

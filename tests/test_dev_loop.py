@@ -117,8 +117,15 @@ def test_dev_prints_the_exports_of_redis_ingress_and_token(dev: Dev) -> None:
         assert f"export {name}={value}" in env_file
 
 
-def test_dev_gives_a_first_result_within_seconds(dev: Dev) -> None:
-    """A request submitted to the dev loop has its result within 20 s (seconds, not minutes)."""
+def test_dev_gives_a_first_result_within_seconds(
+    dev: Dev, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A request submitted to the dev loop has its result in seconds, not minutes.
+
+    With the default windows a lane is cut only 60 s after its first request, so a result within
+    45 s shows the dev loop's short windows at work. On a quiet machine it takes about 4 s; the
+    margin is for a loaded one, where the daemon's worker processes can take many seconds to
+    start after /readyz answers (their import, not the windows)."""
     settings = Settings(redis_url=dev.exports["BATCHD_REDIS_URL"])
     with Client(settings=settings) as client:
         started = time.monotonic()
@@ -129,10 +136,12 @@ def test_dev_gives_a_first_result_within_seconds(dev: Dev) -> None:
                 "messages": [{"role": "user", "content": "Hello"}],
             }
         )
-        result = ticket.wait(timeout=30)
+        result = ticket.wait(timeout=50)
         elapsed = time.monotonic() - started
     assert result.status == "succeeded"
-    assert elapsed < 20, f"first result after {elapsed:.1f} s"
+    assert elapsed < 45, f"first result after {elapsed:.1f} s"
+    # The daemon announced itself before /readyz answered, so the producer was not told otherwise.
+    assert "no batchd daemon is alive" not in capfd.readouterr().err
 
 
 def test_ctrl_c_stops_redis_emulator_and_daemon(dev: Dev) -> None:

@@ -14,6 +14,7 @@ import pytest
 from batchd.observe.health import Liveness
 from batchd.observe.server import OpsServer
 from batchd.settings import Settings
+from batchd.store import counters as counter_store
 from tests.e2e.conftest import Stack
 from tests.observe.conftest import ops_port, probe
 from tests.support.daemon import DaemonProcess, wait_for
@@ -49,6 +50,16 @@ def test_readyz_follows_redis(stack: Stack) -> None:
     stack.redis.start()
     wait_for(lambda: probe(port, "/readyz")[0] == 200, 30, "ready again")
     assert daemon.alive()
+
+
+def test_daemon_is_alive_in_redis_before_it_answers_ready(stack: Stack) -> None:
+    """By the time /readyz first answers 200, producers see the daemon alive (they warn that no
+    daemon runs otherwise): it announces itself before its loops and endpoints start."""
+    daemon = stack.daemon()
+    port = ops_port(daemon)
+    wait_for(lambda: probe(port, "/readyz")[0] == 200, 30, "ready", step=0.01)
+    store = stack.client.store
+    assert store.read(counter_store.alive(store.keys, store.now_ms()))
 
 
 def test_ready_and_healthy_when_all_is_well(ops: tuple[OpsServer, int]) -> None:
