@@ -121,14 +121,14 @@ def connect(url: str, **kwargs: Any) -> Any:
     kwargs.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
     if parsed.sentinel:
-        sentinel = Sentinel(parsed.nodes, socket_timeout=kwargs["socket_timeout"])  # type: ignore[no-untyped-call]
-        master = sentinel.master_for(parsed.service, **parsed.options, **kwargs)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(parsed.nodes, socket_timeout=kwargs["socket_timeout"])  # type: ignore[no-untyped-call, unused-ignore]
+        master = sentinel.master_for(parsed.service, **parsed.options, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
         return cast(redis.Redis, master)
     if parsed.cluster:
         kwargs.pop("health_check_interval", None)
         kwargs.setdefault("socket_keepalive", True)
         return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in parsed.nodes],  # type: ignore[no-untyped-call]
+            startup_nodes=[ClusterNode(h, p) for h, p in parsed.nodes],  # type: ignore[no-untyped-call, unused-ignore]
             ssl=parsed.scheme == "rediss+cluster",
             **parsed.options,
             **kwargs,
@@ -152,7 +152,7 @@ def connect_async(url: str, **kwargs: Any) -> Any:
     kwargs.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
     if parsed.sentinel:
-        sentinel = AsyncSentinel(parsed.nodes, socket_timeout=kwargs["socket_timeout"])  # type: ignore[no-untyped-call]
+        sentinel = AsyncSentinel(parsed.nodes, socket_timeout=kwargs["socket_timeout"])  # type: ignore[no-untyped-call, unused-ignore]
         return cast(aredis.Redis, sentinel.master_for(parsed.service, **parsed.options, **kwargs))
     if parsed.cluster:
         kwargs.pop("health_check_interval", None)
@@ -197,7 +197,7 @@ def node_clients(client: Any) -> list[redis.Redis]:
     if isinstance(client, RedisCluster):
         return [
             cast(redis.Redis, n.redis_connection)
-            for n in client.get_primaries()  # type: ignore[no-untyped-call]
+            for n in client.get_primaries()  # type: ignore[no-untyped-call, unused-ignore]
             if n.redis_connection is not None
         ]
     return [cast(redis.Redis, client)]

@@ -74,7 +74,7 @@ class SentinelProcess:
             self._admin = redis.Redis(
                 host=HOST, port=self.port, socket_timeout=5, socket_connect_timeout=2
             )
-        return self._admin.execute_command(*args)  # type: ignore[no-untyped-call]
+        return self._admin.execute_command(*args)  # type: ignore[no-untyped-call, unused-ignore]
 
     def kill(self) -> None:
         if self._admin is not None:
@@ -228,8 +228,8 @@ class RedisSentinel:
     def client(self, **options: Any) -> redis.Redis:
         """A client of the master found through the sentinels; closed by kill() at the latest."""
         nodes = [(HOST, s.port) for s in self.sentinels]
-        finder = redis.sentinel.Sentinel(nodes, socket_timeout=2)  # type: ignore[no-untyped-call]
-        client: redis.Redis = finder.master_for(  # type: ignore[no-untyped-call]
+        finder = redis.sentinel.Sentinel(nodes, socket_timeout=2)  # type: ignore[no-untyped-call, unused-ignore]
+        client: redis.Redis = finder.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             self.service, **options
         )
         self._clients.append(client)
