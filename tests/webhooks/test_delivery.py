@@ -350,7 +350,7 @@ def test_many_deliveries_run_in_parallel(
     for token in tokens:
         wait_state(store, token, "delivered")
     elapsed = time.monotonic() - started
-    assert elapsed < 40 * 0.25 / 4
+    assert elapsed < 40 * 0.25 / 2  # one by one: 10 s; in parallel: about 0.3 s
     assert receiver.max_active >= 10
 
 
@@ -402,7 +402,9 @@ def test_slow_host_backlog_does_not_starve_other_hosts(
     started = time.monotonic()
     for token in fast:
         wait_state(store, token, "delivered")
-    assert time.monotonic() - started < 1.5
+    # Behind the slow backlog (40 deliveries of 2 s, two at a time) they would wait 40 s; the
+    # bound leaves a loaded machine room to start the sender.
+    assert time.monotonic() - started < 10
 
 
 def test_sender_outlives_a_redis_restart(
