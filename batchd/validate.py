@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from batchd.errors import InvalidRequestError, RequestTooLargeError
 from batchd.pricing import SHORT_NAMES
 from batchd.settings import ACCOUNT_NAME, Settings
@@ -31,8 +33,46 @@ _TAG = re.compile(r"^[A-Za-z0-9_.:/@-]{1,64}$")
 _BETA = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
+#: Floats in this range are written alike by orjson and json (shortest round trip, no
+#: exponent); outside it the two spell exponents differently (`1e-07` against `1e-7`).
+_PLAIN_FLOATS = (1e-4, 1e16)
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` holds only JSON's own types, exactly (no subclasses), and floats in
+    `_PLAIN_FLOATS` (so no NaN or Infinity): what orjson writes byte for byte as `json.dumps`
+    does. orjson itself refuses the rest of what json would treat otherwise (a key that is not a
+    string, an integer beyond 64 bits, a lone surrogate, nesting past 254 levels)."""
+    low, high = _PLAIN_FLOATS
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str or t is int or t is bool or v is None:
+            continue
+        if t is dict:
+            extend(v.values())
+        elif t is list or t is tuple:
+            extend(v)
+        elif t is float:
+            if not (v == 0.0 or low <= abs(v) < high):
+                return False
+        else:
+            return False
+    return True
+
+
 def encode_json(value: Any, field: str) -> bytes:
-    """Compact UTF-8 JSON, refusing what JSON cannot carry (NaN, lone surrogates, objects)."""
+    """Compact UTF-8 JSON, refusing what JSON cannot carry (NaN, lone surrogates, objects).
+
+    orjson writes it where its bytes are json's (a tenth of the time for a request's params);
+    anything else goes through `json.dumps`, which decides, and words the refusal."""
+    if _plain(value):
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            pass  # json.dumps says what is wrong, or writes what orjson will not
     try:
         text = json.dumps(
             value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_mapping
