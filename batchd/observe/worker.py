@@ -57,6 +57,15 @@ class StageWorker(SimpleWorker):
         metrics.stage_job(stage_of(job), ok, time.monotonic() - started)
         return ok
 
+    def handle_exception(self, job: Any, *exc_info: Any) -> None:
+        """rq logs a job's failure with its traceback; a job that ended with Redis gone (most
+        often rq's own bookkeeping after the stage ran) is a warning, not an error."""
+        if len(exc_info) > 1 and isinstance(exc_info[1], REDIS_GONE):
+            log.warning("redis went away during a job; batchd's own state says what is left to do",
+                        job=getattr(job, "id", None), error=str(exc_info[1]))  # fmt: skip
+            return
+        super().handle_exception(job, *exc_info)
+
     def execute_job(self, job: Any, queue: Any) -> None:
         with _redis_may_be_gone("job"):
             super().execute_job(job, queue)
