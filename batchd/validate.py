@@ -36,6 +36,9 @@ _BETA = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: Floats in this range are written alike by orjson and json (shortest round trip, no
 #: exponent); outside it the two spell exponents differently (`1e-07` against `1e-7`).
 _PLAIN_FLOATS = (1e-4, 1e16)
+#: Values `_plain` looks at before it leaves the rest to json.dumps (which also finds a value
+#: that holds itself, where a walk without a bound would never end).
+_PLAIN_NODES = 100_000
 
 
 def _plain(value: Any) -> bool:
@@ -46,7 +49,9 @@ def _plain(value: Any) -> bool:
     low, high = _PLAIN_FLOATS
     stack = [value]
     pop, extend = stack.pop, stack.extend
-    while stack:
+    for _ in range(_PLAIN_NODES):
+        if not stack:
+            return True
         v = pop()
         t = type(v)
         if t is str or t is int or t is bool or v is None:
@@ -60,7 +65,7 @@ def _plain(value: Any) -> bool:
                 return False
         else:
             return False
-    return True
+    return False
 
 
 def encode_json(value: Any, field: str) -> bytes:

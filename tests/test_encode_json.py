@@ -61,7 +61,14 @@ def nested(depth: int) -> Any:
     return value
 
 
+def holding_itself() -> list[Any]:
+    value: list[Any] = [1]
+    value.append(value)
+    return value
+
+
 ODD = {
+    "a list that holds itself": holding_itself(),
     "a UUID": uuid.UUID(int=1),
     "an Enum": Color.RED,
     "an IntEnum": Size.BIG,
