@@ -50,36 +50,37 @@ def test_bookkeeping_with_redis_gone_carries_on(
     assert steps == ["state", "heartbeat", "suspension check"]
 
 
-def test_job_ended_by_redis_gone_is_a_warning(
-    redis_server: RedisServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
-) -> None:
+def rq_errors_after_failing(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, failure: Exception
+) -> list[logging.LogRecord]:
+    """A real job handed to the worker's exception handling with `failure` raised; the
+    error records rq logged for it."""
     client = redis.Redis.from_url(redis_server.url)
     worker = StageWorker(["q"], connection=client)
     job = Job.create(nothing, connection=client)
     try:
-        raise redis.exceptions.ConnectionError("Connection reset by peer")
-    except redis.exceptions.ConnectionError:
+        raise failure
+    except Exception:
         exc_info = sys.exc_info()
     with caplog.at_level(logging.DEBUG, logger="rq.worker"):
         worker.handle_exception(job, *exc_info)
+    client.close()
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_job_ended_by_redis_gone_is_a_warning(
+    redis_server: RedisServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = redis.exceptions.ConnectionError("Connection reset by peer")
+    assert not rq_errors_after_failing(redis_server, caplog, gone)
     assert [e for e, _ in recorder.warnings] == [
         "redis went away during a job; batchd's own state says what is left to do"
     ]
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_any_other_job_failure_is_logged_by_rq(
     redis_server: RedisServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = redis.Redis.from_url(redis_server.url)
-    worker = StageWorker(["q"], connection=client)
-    job = Job.create(nothing, connection=client)
-    try:
-        raise ValueError("a bug")
-    except ValueError:
-        exc_info = sys.exc_info()
-    with caplog.at_level(logging.DEBUG, logger="rq.worker"):
-        worker.handle_exception(job, *exc_info)
+    errors = rq_errors_after_failing(redis_server, caplog, ValueError("a bug"))
     assert recorder.warnings == []
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors and "ValueError: a bug" in errors[0].getMessage()
